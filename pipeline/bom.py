@@ -1,0 +1,245 @@
+"""Explode multi-level BOMs into per-unit component requirements, one BOM level at a time.
+
+The explosion runs on distinct explosion keys (plant, item, effectivity date), never on
+completions: thousands of completions of one item on one day share one explosion. Dates are
+first mapped to their *effectivity epoch* (the latest BOM validity boundary on or before the
+date), which gives exactly the same effective lines as the date itself, so a month of
+completions explodes once per BOM change instead of once per day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MAX_LEVELS = 64
+ERROR_PRIORITY = {"UNKNOWN_ITEM": 0, "BOM_CYCLE": 1, "NO_BOM": 2, "NO_UOM_CONVERSION": 3}
+
+
+@dataclass(frozen=True)
+class Explosion:
+    """Per-unit requirements of each explosion key, and the keys that cannot be exploded.
+
+    requirements: key, component_item_id, qty_per_unit (signed, in the component's base unit;
+        negative: a by-product), summed over every line and path that reaches the component.
+    errors: key, error_code, message (one row per failing key).
+    """
+
+    requirements: pd.DataFrame
+    errors: pd.DataFrame
+
+
+def effectivity_boundaries(bom: pd.DataFrame) -> np.ndarray:
+    """Every date on which some BOM line starts or stops being effective, sorted."""
+    dates = pd.concat([bom["valid_from"], bom["valid_to"]]).dropna().unique()
+    return np.sort(np.asarray(pd.to_datetime(dates), dtype="datetime64[ns]"))
+
+
+def effectivity_epoch(dates: pd.Series, boundaries: np.ndarray) -> pd.Series:
+    """The date that represents each date's effectivity epoch (same effective lines, by construction).
+
+    A line is effective on d iff valid_from <= d < valid_to; both bounds are boundaries, so the
+    answer only changes at a boundary and the latest boundary <= d gives the same answer as d.
+    Dates before every boundary map to a day before the first boundary.
+    """
+    values = dates.values.astype("datetime64[ns]")
+    if len(boundaries) == 0:
+        return pd.Series(np.datetime64("1970-01-01", "ns"), index=dates.index, dtype="datetime64[ns]")
+    before_all = boundaries[0] - np.timedelta64(1, "D")
+    position = np.searchsorted(boundaries, values, side="right") - 1
+    epoch = np.where(position >= 0, boundaries[np.maximum(position, 0)], before_all)
+    return pd.Series(epoch, index=dates.index, dtype="datetime64[ns]")
+
+
+def conversion_factors(
+    lines: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame
+) -> pd.Series:
+    """Factor from each line's uom to its component's base uom (NaN: no conversion exists).
+
+    Lookup order: same unit; item-specific row; item-specific row read backwards; generic row;
+    generic row read backwards. An item-specific row beats a generic one.
+    """
+    base = lines["component_item_id"].map(items.set_index("item_id")["uom"])
+    line_uom = lines["uom"].fillna(base)
+    factor = pd.Series(np.where(line_uom == base, 1.0, np.nan), index=lines.index)
+    if conversions.empty:
+        return factor
+    conv = conversions[["item_id", "from_uom", "to_uom", "factor"]]
+    specific = conv[conv["item_id"].notna()]
+    generic = conv[conv["item_id"].isna()]
+    probe = pd.DataFrame({"item_id": lines["component_item_id"], "line_uom": line_uom, "base": base})
+
+    def lookup(table: pd.DataFrame, with_item: bool, backwards: bool) -> pd.Series:
+        left = ["line_uom", "base"] if not backwards else ["base", "line_uom"]
+        on_left = (["item_id"] if with_item else []) + left
+        on_right = (["item_id"] if with_item else []) + ["from_uom", "to_uom"]
+        right = table.drop(columns=[] if with_item else ["item_id"])
+        found = probe.reset_index().merge(right, left_on=on_left, right_on=on_right, how="inner")
+        found = found.drop_duplicates("index").set_index("index")["factor"]
+        found = 1.0 / found if backwards else found
+        return found.reindex(lines.index)
+
+    for table, with_item in ((specific, True), (generic, False)):
+        for backwards in (False, True):
+            factor = factor.fillna(lookup(table, with_item, backwards))
+    return factor
+
+
+def line_requirements(bom: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame) -> pd.DataFrame:
+    """Each BOM line's requirement per one unit of its parent, in the component's base unit.
+
+    r = qty_per * conv(uom -> base uom) / base_qty * (1 + scrap_pct/100), scrap only when qty_per > 0.
+    Lines that cannot be computed carry a `line_error` code and message instead.
+    """
+    lines = bom.reset_index(drop=True)
+    known = set(items["item_id"])
+    phantom = items.set_index("item_id")["phantom"].astype(bool)
+    factor = conversion_factors(lines, items, conversions)
+    scrap = np.where(lines["qty_per"] > 0, 1.0 + lines["scrap_pct"] / 100.0, 1.0)
+    r = lines["qty_per"] * factor / lines["base_qty"] * scrap
+    unknown = ~lines["component_item_id"].isin(known)
+    no_conv = ~unknown & factor.isna()
+    base = lines["component_item_id"].map(items.set_index("item_id")["uom"])
+    error = np.select([unknown, no_conv], ["UNKNOWN_ITEM", "NO_UOM_CONVERSION"], default="")
+    message = np.select(
+        [unknown, no_conv],
+        [
+            "component " + lines["component_item_id"] + " in the BOM of " + lines["parent_item_id"]
+            + " is not in items",
+            "no conversion from " + lines["uom"].fillna("?") + " to " + base.fillna("?")
+            + " for component " + lines["component_item_id"] + " in the BOM of " + lines["parent_item_id"],
+        ],
+        default="",
+    )
+    return pd.DataFrame(
+        {
+            "plant_id": lines["plant_id"],
+            "parent_item_id": lines["parent_item_id"],
+            "component_item_id": lines["component_item_id"],
+            "r": r.astype("float64"),
+            "valid_from": lines["valid_from"].astype("datetime64[ns]"),
+            "valid_to": lines["valid_to"].astype("datetime64[ns]"),
+            "component_phantom": lines["component_item_id"].map(phantom).fillna(False).astype(bool),
+            "line_error": pd.Series(error, dtype="str"),
+            "line_message": pd.Series(message, dtype="str"),
+        }
+    )
+
+
+def plant_lines(lines: pd.DataFrame, plants: list[str]) -> pd.DataFrame:
+    """The lines each plant uses: its own lines for a parent if it has any, else the group lines."""
+    own = lines[lines["plant_id"].notna() & lines["plant_id"].isin(plants)]
+    group = lines[lines["plant_id"].isna()].drop(columns="plant_id")
+    plant_frame = pd.DataFrame({"plant_id": pd.Series(plants, dtype="str")})
+    group_per_plant = plant_frame.merge(group, how="cross")
+    has_own = own[["plant_id", "parent_item_id"]].drop_duplicates()
+    marked = group_per_plant.merge(has_own, on=["plant_id", "parent_item_id"], how="left", indicator=True)
+    group_used = marked[marked["_merge"] == "left_only"].drop(columns="_merge")
+    return pd.concat([own, group_used[own.columns]], ignore_index=True)
+
+
+def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Explosion:
+    """Explode each key (key, plant_id, item_id, effective_date) into per-unit requirements.
+
+    Phantoms are replaced by their own effective BOM, recursively, their quantity multiplying
+    down; every other component is a leaf. A key fails whole when its item is unknown, it or a
+    phantom on its path has no effective BOM, a line needs a missing conversion or names an
+    unknown component, or an item reappears on its own path.
+    """
+    known = set(items["item_id"])
+    errors: list[pd.DataFrame] = []
+    results: list[pd.DataFrame] = []
+
+    unknown_root = ~keys["item_id"].isin(known)
+    if unknown_root.any():
+        bad = keys[unknown_root]
+        errors.append(_errors(bad["key"], "UNKNOWN_ITEM", "item " + bad["item_id"] + " is not in items"))
+    frontier = pd.DataFrame(
+        {
+            "key": keys.loc[~unknown_root, "key"].to_numpy(),
+            "plant_id": keys.loc[~unknown_root, "plant_id"].to_numpy(),
+            "effective_date": keys.loc[~unknown_root, "effective_date"].to_numpy().astype("datetime64[ns]"),
+            "parent_item_id": keys.loc[~unknown_root, "item_id"].to_numpy(),
+            "mult": 1.0,
+        }
+    )
+    frontier["path"] = frontier["parent_item_id"]
+    frontier["anc_0"] = frontier["parent_item_id"]
+    line_columns = ["plant_id", "parent_item_id", "component_item_id", "r", "valid_from", "valid_to",
+                    "component_phantom", "line_error", "line_message"]
+    level = 0
+    while not frontier.empty:
+        if level >= MAX_LEVELS:
+            errors.append(_errors(frontier["key"], "BOM_CYCLE",
+                                  "BOM deeper than " + str(MAX_LEVELS) + " levels: " + frontier["path"]))
+            break
+        frontier = frontier.reset_index(drop=True)
+        frontier["row"] = np.arange(len(frontier))
+        joined = frontier.merge(lines[line_columns], on=["plant_id", "parent_item_id"], how="inner")
+        effective = (joined["valid_from"].isna() | (joined["valid_from"] <= joined["effective_date"])) & (
+            joined["valid_to"].isna() | (joined["effective_date"] < joined["valid_to"])
+        )
+        joined = joined[effective]
+        no_bom = ~frontier["row"].isin(joined["row"])
+        if no_bom.any():
+            bad = frontier[no_bom]
+            what = "item " if level == 0 else "phantom "
+            where = "" if level == 0 else " (path " + bad["path"] + ")"
+            errors.append(_errors(bad["key"], "NO_BOM",
+                                  what + bad["parent_item_id"] + where + " has no BOM effective at plant "
+                                  + bad["plant_id"]))
+        line_failed = joined["line_error"] != ""
+        if line_failed.any():
+            bad = joined[line_failed]
+            errors.append(_errors(bad["key"], bad["line_error"], bad["line_message"]))
+        ancestors = [c for c in joined.columns if c.startswith("anc_")]
+        revisits = np.zeros(len(joined), dtype=bool)
+        for column in ancestors:
+            revisits |= (joined[column] == joined["component_item_id"]).to_numpy()
+        if revisits.any():
+            bad = joined[revisits]
+            errors.append(_errors(bad["key"], "BOM_CYCLE",
+                                  "BOM cycle: " + bad["path"] + " > " + bad["component_item_id"]))
+        ok = joined[~line_failed.to_numpy() & ~revisits]
+        qty = ok["mult"] * ok["r"]
+        leaves = ~ok["component_phantom"]
+        results.append(pd.DataFrame({"key": ok.loc[leaves, "key"], "component_item_id": ok.loc[leaves, "component_item_id"],
+                                     "qty_per_unit": qty[leaves]}))
+        deeper = ok[~leaves]
+        level += 1
+        frontier = pd.DataFrame(
+            {
+                "key": deeper["key"],
+                "plant_id": deeper["plant_id"],
+                "effective_date": deeper["effective_date"],
+                "parent_item_id": deeper["component_item_id"],
+                "mult": qty[~leaves],
+                "path": deeper["path"] + " > " + deeper["component_item_id"],
+                **{c: deeper[c] for c in ancestors},
+                f"anc_{level}": deeper["component_item_id"],
+            }
+        )
+
+    error_frame = _first_error_per_key(errors)
+    requirements = pd.concat(results, ignore_index=True) if results else pd.DataFrame(
+        {"key": pd.Series([], dtype="int64"), "component_item_id": pd.Series([], dtype="str"),
+         "qty_per_unit": pd.Series([], dtype="float64")})
+    requirements = requirements[~requirements["key"].isin(error_frame["key"])]
+    requirements = requirements.groupby(["key", "component_item_id"], as_index=False, sort=True)["qty_per_unit"].sum()
+    return Explosion(requirements=requirements, errors=error_frame)
+
+
+def _errors(key: pd.Series, code: str | pd.Series, message: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"key": key.to_numpy(), "error_code": code, "message": message.to_numpy()})
+
+
+def _first_error_per_key(errors: list[pd.DataFrame]) -> pd.DataFrame:
+    if not errors:
+        return pd.DataFrame({"key": pd.Series([], dtype="int64"), "error_code": pd.Series([], dtype="str"),
+                             "message": pd.Series([], dtype="str")})
+    frame = pd.concat(errors, ignore_index=True)
+    frame["priority"] = frame["error_code"].map(ERROR_PRIORITY)
+    frame = frame.sort_values(["key", "priority", "message"], kind="stable")
+    return frame.drop_duplicates("key")[["key", "error_code", "message"]].reset_index(drop=True)

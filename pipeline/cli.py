@@ -1,0 +1,195 @@
+"""The `backflush` command: run, backfill, generate, demo.
+
+Exit 0: done (quarantined rows are reported, not a failure). Non-zero: the run could not be
+done; the reason is one line on stderr and nothing was half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline import job
+from pipeline.config import ConfigError, load_config
+from pipeline.sources import SourceError
+from pipeline.warehouse import LockError, WarehouseError
+
+EXIT_FAILED = 1
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the plant; try again later
+DEMO_ROOT = Path("data") / "demo"
+DEMO_START = dt.date(2026, 1, 5)
+DEMO_DAYS = 14
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backflush", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every stage; tracebacks on failure")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--landing", help="landing folder (LANDING/<table>/*.csv|*.parquet)")
+        p.add_argument("--warehouse", help="warehouse root: a folder or an object-store URI")
+        p.add_argument("--plant", action="append", dest="plants", help="process only this plant (repeatable)")
+        p.add_argument("--config", help="config file (TOML); default $BACKFLUSH_CONFIG")
+        p.add_argument("--dry-run", action="store_true", help="compute everything, write nothing")
+
+    run = sub.add_parser("run", help="process one business date (and late data within the look-back)")
+    common(run)
+    run.add_argument("--date", type=_date, required=True, help="business date YYYY-MM-DD")
+    run.add_argument("--lookback-days", type=int, help="how far back late data is looked for (default 7)")
+
+    backfill = sub.add_parser("backfill", help="process every business date of an inclusive range, in order")
+    common(backfill)
+    backfill.add_argument("--start", type=_date, required=True)
+    backfill.add_argument("--end", type=_date, required=True)
+
+    gen = sub.add_parser("generate", help="write deterministic synthetic landing data")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--items", type=int, required=True, help="number of finished goods")
+    gen.add_argument("--completions", type=int, required=True)
+    gen.add_argument("--days", type=int, required=True)
+    gen.add_argument("--seed", type=int, required=True)
+    gen.add_argument("--start", type=_date, default=DEMO_START, help="first business date (default %(default)s)")
+    gen.add_argument("--plants", type=int, default=3)
+    gen.add_argument("--counts", type=int, help="stock counts (default: completions/26)")
+    gen.add_argument("--movements", type=int, help="movements (default: completions/10)")
+    gen.add_argument("--bad-rows", action="store_true", help="add rows of every quarantine code")
+    gen.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+
+    demo = sub.add_parser("demo", help="generate demo data under data/demo, backfill two weeks, print a summary")
+    demo.add_argument("--root", default=str(DEMO_ROOT), help="where the demo landing and warehouse go")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return _dispatch(args)
+    except LockError as exc:
+        print(f"backflush: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except (ConfigError, SourceError, WarehouseError, ValueError, OSError) as exc:
+        if args.verbose:
+            logging.exception("run failed")
+        print(f"backflush: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # the run stops; say why in one line, not a traceback
+        if args.verbose:
+            logging.exception("run failed")
+        print(f"backflush: unexpected {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "generate":
+        from pipeline.generate import generate_landing
+
+        counts = generate_landing(
+            args.out, items=args.items, completions=args.completions, days=args.days, seed=args.seed,
+            start=args.start, plants=args.plants, counts=args.counts, movements=args.movements,
+            bad_rows=args.bad_rows, file_format=args.format,
+        )
+        if not args.quiet:
+            print(", ".join(f"{t}: {n:,}" for t, n in counts.items()))
+        return 0
+    if args.command == "demo":
+        return _demo(Path(args.root), quiet=args.quiet)
+    config = load_config(args.config, landing=args.landing, warehouse=args.warehouse,
+                         lookback_days=getattr(args, "lookback_days", None))
+    if args.command == "run":
+        results = [job.run_dates(config, [args.date], plants=args.plants, dry_run=args.dry_run)]
+    else:
+        results = job.backfill(config, args.start, args.end, plants=args.plants, dry_run=args.dry_run)
+    if not args.quiet:
+        print(render_summary(results))
+    return 0
+
+
+def _demo(root: Path, *, quiet: bool) -> int:
+    from pipeline.generate import generate_landing
+
+    landing, warehouse = root / "landing", root / "warehouse"
+    generate_landing(landing, items=40, completions=20_000, days=DEMO_DAYS, seed=42, start=DEMO_START,
+                     bad_rows=True, file_format="csv")
+    config = load_config(None, landing=str(landing), warehouse=str(warehouse))
+    end = DEMO_START + dt.timedelta(days=DEMO_DAYS - 1)
+    results = job.backfill(config, DEMO_START, end)
+    if not quiet:
+        print(f"demo: landing {landing}, warehouse {warehouse}, {DEMO_START} .. {end}")
+        print(render_summary(results))
+    return 0
+
+
+def render_summary(results: Sequence[job.RunResult]) -> str:
+    """One screen: what was read, quarantined, posted and found at the counts."""
+    if not results:
+        return "nothing to do"
+    last = results[-1]
+    lines = []
+    dates = sorted({d for r in results for d in r.business_dates})
+    runs = ", ".join(r.run_id for r in results)
+    verb = "dry run (nothing written)" if last.dry_run else "run"
+    lines.append(f"{verb} {runs}: {len(dates)} business date(s) {dates[0] if dates else ''}"
+                 f"{' .. ' + str(dates[-1]) if len(dates) > 1 else ''}, plants {', '.join(last.plants)}")
+    lines.append("rows read:        " + ", ".join(f"{t} {n:,}" for t, n in last.rows_read.items()))
+    quarantined: dict[str, int] = {}
+    for r in results:
+        for code, n in r.quarantine_by_code.items():
+            quarantined[code] = quarantined.get(code, 0) + n
+    lines.append("quarantined:      " + (", ".join(f"{c} {n:,}" for c, n in sorted(quarantined.items())) or "none"))
+    kinds: dict[str, dict[str, float]] = {}
+    for r in results:
+        for kind, agg in r.adjustments_by_kind.items():
+            k = kinds.setdefault(kind, {"rows": 0, "value": 0.0})
+            k["rows"] += agg["rows"]
+            k["value"] += agg["value"]
+    lines.append("adjustments:      " + (", ".join(
+        f"{k} {v['rows']:,.0f} rows value {v['value']:,.2f}" for k, v in sorted(kinds.items())) or "none"))
+    written: dict[str, int] = {}
+    for r in results:
+        for ds_name, n in r.rows_written.items():
+            written[ds_name] = written.get(ds_name, 0) + n
+    lines.append("rows written:     " + ", ".join(f"{d} {n:,}" for d, n in sorted(written.items())))
+    lines.append(f"postings appended: {written.get('postings', 0):,} (0 on a re-run over unchanged input)")
+    top = last.top_components
+    if top:
+        lines.append("top components by consumed value:")
+        for row in top:
+            lines.append(f"  {row['component_item_id']:<16} {row['qty']:>14,.3f} {row['uom']:<4} {row['value']:>14,.2f}")
+    v = last.variance_summary
+    if v:
+        lines.append(f"variance:         {v['counts']:,} counts, {v['checked']:,} checked, "
+                     f"{v['over_tolerance']:,} over tolerance, {v['baselines']:,} baselines, "
+                     f"net value {v['variance_value']:,.2f}")
+        for row in v.get("top", []):
+            lines.append(f"  {row['count_id']:<14} {row['plant_id']}/{row['location_id']} {row['item_id']:<14} "
+                         f"{row['variance_qty']:>12,.3f} {row['uom']:<4} {row['variance_value']:>12,.2f}")
+    flags = last.bom_accuracy_flags
+    if flags:
+        lines.append("BOM accuracy:     " + ", ".join(f"{k} {n}" for k, n in sorted(flags.items())))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Theoretical consumption: completions aggregated per explosion key, multiplied by the exploded BOM.
+
+Completions are aggregated *before* they meet the BOM: per (plant, business date, location,
+item) there is one demand row, and per (plant, item, effectivity epoch) one explosion, so the
+cost of this stage follows distinct keys, not completion rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline import bom
+from pipeline.sources import empty_quarantine, quarantine_rows
+
+DEMAND_KEYS = ["plant_id", "business_date", "location_id", "item_id"]
+
+
+def with_explosion_keys(completions: pd.DataFrame, boundaries: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tag each completion with its explosion key; return (tagged completions, distinct keys)."""
+    tagged = completions.assign(effective_date=bom.effectivity_epoch(completions["business_date"], boundaries))
+    keys = tagged[["plant_id", "item_id", "effective_date"]].drop_duplicates().reset_index(drop=True)
+    keys["key"] = np.arange(len(keys), dtype="int64")
+    tagged = tagged.merge(keys, on=["plant_id", "item_id", "effective_date"], how="left")
+    return tagged, keys
+
+
+def exploded_completions(
+    tagged: pd.DataFrame, errors: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split completions into those whose BOM exploded and quarantine rows for the rest (whole)."""
+    failed = tagged["key"].isin(errors["key"])
+    if not failed.any():
+        return tagged, empty_quarantine()
+    bad = tagged[failed].merge(errors, on="key", how="left")
+    bad.index = tagged.index[failed]
+    message = (
+        "completion " + bad["completion_id"] + " of " + bad["item_id"] + " on "
+        + bad["business_date"].dt.strftime("%Y-%m-%d") + ": " + bad["message"]
+    )
+    return tagged[~failed], quarantine_rows("completions", bad, bad["error_code"], message)
+
+
+def completion_demand(tagged: pd.DataFrame) -> pd.DataFrame:
+    """Good, scrapped and total units per (plant, business date, location, item, explosion key)."""
+    frame = tagged.assign(
+        qty=tagged["qty_good"] + tagged["qty_scrap"],
+        counted=(tagged["qty_good"] + tagged["qty_scrap"] > 0).astype("int64"),
+    )
+    return frame.groupby(DEMAND_KEYS + ["key"], as_index=False, sort=True).agg(
+        qty_good=("qty_good", "sum"),
+        qty_scrap=("qty_scrap", "sum"),
+        qty=("qty", "sum"),
+        completions=("counted", "sum"),
+    )
+
+
+def component_flows(demand: pd.DataFrame, requirements: pd.DataFrame) -> pd.DataFrame:
+    """Signed component quantity per (plant, date, location, produced item, component).
+
+    Positive: theoretical consumption; negative: by-product received. Per completion the same
+    component's requirements are already summed over lines and paths (in the explosion), so the
+    sign of a row is the sign of that sum.
+    """
+    flows = demand.merge(requirements, on="key", how="inner")
+    flows["qty"] = flows["qty"] * flows["qty_per_unit"]
+    columns = DEMAND_KEYS + ["component_item_id", "qty_per_unit", "qty", "completions"]
+    return flows[columns].reset_index(drop=True)
+
+
+def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """The `consumption` dataset: positive component requirements with unit and backflush flag."""
+    consumed = flows[flows["qty_per_unit"] > 0]
+    master = items.set_index("item_id")
+    out = pd.DataFrame(
+        {
+            "plant_id": consumed["plant_id"],
+            "business_date": consumed["business_date"],
+            "location_id": consumed["location_id"],
+            "item_id": consumed["item_id"],
+            "component_item_id": consumed["component_item_id"],
+            "qty": consumed["qty"],
+            "uom": consumed["component_item_id"].map(master["uom"]),
+            "backflushed": consumed["component_item_id"].map(master["backflush"]).astype(bool),
+            "completions": consumed["completions"].astype("int64"),
+        }
+    )
+    return out.sort_values(DEMAND_KEYS + ["component_item_id"]).reset_index(drop=True)
+
+
+def explode_completions(
+    completions: pd.DataFrame, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Completions -> (demand, component flows, quarantine of completions that cannot explode)."""
+    boundaries = bom.effectivity_boundaries(bom_table)
+    tagged, keys = with_explosion_keys(completions, boundaries)
+    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions), sorted(keys["plant_id"].unique()))
+    explosion = bom.explode(keys, lines, items)
+    good, quarantine = exploded_completions(tagged, explosion.errors)
+    demand = completion_demand(good)
+    return demand, component_flows(demand, explosion.requirements), quarantine
+
+
+def flows_between_counts(
+    completions: pd.DataFrame,
+    bom_table: pd.DataFrame,
+    items: pd.DataFrame,
+    conversions: pd.DataFrame,
+    breaks: pd.DataFrame,
+) -> pd.DataFrame:
+    """Receipts and theoretical usage per (plant, location, item, segment between count times).
+
+    breaks: (plant_id, location_id, counted_at) instants at which counts are taken. Each completion
+    falls in the segment that ends at the first break at or after its `completed_at`; completions
+    before a location's first break or after its last one are in no window and are dropped.
+    Returns plant_id, location_id, item_id, segment_end, receipts_qty, usage_qty (unrounded).
+    """
+    empty = pd.DataFrame({"plant_id": pd.Series([], dtype="str"), "location_id": pd.Series([], dtype="str"),
+                          "item_id": pd.Series([], dtype="str"),
+                          "segment_end": pd.Series([], dtype="datetime64[us, UTC]"),
+                          "receipts_qty": pd.Series([], dtype="float64"), "usage_qty": pd.Series([], dtype="float64")})
+    if completions.empty or breaks.empty:
+        return empty
+    segmented = assign_segments(completions, breaks, "completed_at")
+    if segmented.empty:
+        return empty
+    boundaries = bom.effectivity_boundaries(bom_table)
+    tagged, keys = with_explosion_keys(segmented, boundaries)
+    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions), sorted(keys["plant_id"].unique()))
+    explosion = bom.explode(keys, lines, items)
+    good = tagged[~tagged["key"].isin(explosion.errors["key"])]
+    group = ["plant_id", "location_id", "item_id", "segment_end", "key"]
+    demand = good.assign(qty=good["qty_good"] + good["qty_scrap"]).groupby(group, as_index=False, sort=False)[
+        ["qty_good", "qty"]].sum()
+    receipts = demand.groupby(group[:-1], as_index=False, sort=False)["qty_good"].sum().rename(
+        columns={"qty_good": "receipts_qty"})
+    comp = demand.merge(explosion.requirements, on="key", how="inner")
+    comp["flow"] = comp["qty"] * comp["qty_per_unit"]
+    comp["item_id"] = comp["component_item_id"]
+    comp["usage_qty"] = comp["flow"].where(comp["qty_per_unit"] > 0, 0.0)
+    comp["receipts_qty"] = (-comp["flow"]).where(comp["qty_per_unit"] < 0, 0.0)
+    parts = [receipts.assign(usage_qty=0.0), comp[group[:-1] + ["receipts_qty", "usage_qty"]]]
+    flows = pd.concat(parts, ignore_index=True)
+    return flows.groupby(group[:-1], as_index=False, sort=False)[["receipts_qty", "usage_qty"]].sum()
+
+
+def assign_segments(frame: pd.DataFrame, breaks: pd.DataFrame, time_column: str) -> pd.DataFrame:
+    """Tag rows with `segment_end`: the first break of their (plant, location) at or after their time."""
+    b = breaks[["plant_id", "location_id", "counted_at"]].drop_duplicates()
+    first = b.groupby(["plant_id", "location_id"], as_index=False)["counted_at"].min().rename(
+        columns={"counted_at": "first_break"})
+    rows = frame.merge(first, on=["plant_id", "location_id"], how="inner")
+    rows = rows[rows[time_column] > rows["first_break"]].drop(columns="first_break")
+    if rows.empty:
+        return rows.assign(segment_end=pd.Series([], dtype="datetime64[us, UTC]"))
+    rows = rows.sort_values(time_column, kind="stable")
+    b = b.sort_values("counted_at", kind="stable").rename(columns={"counted_at": "segment_end"})
+    b["_t"] = b["segment_end"]
+    tagged = pd.merge_asof(rows, b, left_on=time_column, right_on="_t", by=["plant_id", "location_id"],
+                           direction="forward", allow_exact_matches=True).drop(columns="_t")
+    return tagged[tagged["segment_end"].notna()]

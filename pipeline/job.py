@@ -1,0 +1,355 @@
+"""One run, end to end: read, validate, explode, adjust, post, reconcile, and publish atomically.
+
+This is the composition root that the command line and the Airflow DAGs both call; it owns no
+business rule of its own, only the order of the stages and what each run writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__, consumption, ledger, sources, variance
+from pipeline.config import Config
+from pipeline.sources import Inputs
+from pipeline.warehouse import Transaction, Warehouse
+
+log = logging.getLogger("backflush")
+INPUT_TABLES = ("plants", "items", "uom_conversions", "bom", "completions", "stock_counts", "movements")
+GLOBAL_FILE = "part-_global.parquet"
+
+
+@dataclass
+class RunResult:
+    """What one run did: the dates and plants it processed and what it read and wrote."""
+
+    run_id: str
+    command: str
+    status: str
+    requested_dates: list[dt.date]
+    business_dates: list[dt.date]
+    plants: list[str]
+    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_accepted: dict[str, int] = field(default_factory=dict)
+    rows_quarantined: dict[str, int] = field(default_factory=dict)
+    rows_superseded: dict[str, int] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)
+    partitions: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    quarantine_by_code: dict[str, int] = field(default_factory=dict)
+    adjustments_by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    top_components: list[dict[str, object]] = field(default_factory=list)
+    variance_summary: dict[str, object] = field(default_factory=dict)
+    bom_accuracy_flags: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+    started_at: pd.Timestamp | None = None
+    finished_at: pd.Timestamp | None = None
+
+
+def new_run_id(now: pd.Timestamp) -> str:
+    """Sortable and unique: UTC start time plus a random suffix."""
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def read_inputs(config: Config) -> Inputs:
+    """Read and validate every input table from the configured source."""
+    if config.sql is not None:
+        raw = sources.read_sql_tables(config.sql)
+    else:
+        raw = sources.read_landing_files(config.landing)
+    return sources.load_inputs(raw, timezone_overrides=config.plant_timezones)
+
+
+def plants_in_scope(inputs: Inputs, requested: Sequence[str] | None, config: Config) -> list[str]:
+    """The plants a run processes: those asked for, else the configured ones, else every plant seen."""
+    if requested:
+        return sorted(set(requested))
+    if config.plants:
+        return sorted(set(config.plants))
+    return sorted(inputs.plants["plant_id"].unique())
+
+
+def run_dates(
+    config: Config,
+    dates: Sequence[dt.date],
+    *,
+    plants: Sequence[str] | None = None,
+    dry_run: bool = False,
+    command: str = "run",
+    inputs: Inputs | None = None,
+    late_data: bool = True,
+) -> RunResult:
+    """Process business dates for plants and publish every output, all or nothing.
+
+    With `late_data`, earlier dates within the look-back whose completions or movements changed
+    since the last successful run are reprocessed too (semantics 6).
+    """
+    started = pd.Timestamp.now(tz="UTC").floor("us")
+    run_id = new_run_id(started)
+    inputs = inputs if inputs is not None else read_inputs(config)
+    scope_plants = plants_in_scope(inputs, plants, config)
+    warehouse = Warehouse(config.warehouse)
+    requested = sorted(set(dates))
+    with warehouse.locked(scope_plants, run_id, timeout=config.lock_timeout_seconds):
+        warehouse.recover(scope_plants)
+        history = warehouse.read("runs")
+        fingerprints = variance.input_fingerprints(inputs, scope_plants)
+        late = (
+            variance.changed_dates(fingerprints, history, requested, config.lookback_days)
+            if late_data else pd.DataFrame({"plant_id": [], "business_date": []})
+        )
+        scope = _scope(scope_plants, requested, late)
+        txn = warehouse.begin(run_id, scope_plants)
+        try:
+            result = _process(config, inputs, warehouse, txn, scope, requested, scope_plants,
+                              fingerprints, run_id, started, command)
+            result.dry_run = dry_run
+            if dry_run:
+                txn.abort()
+            else:
+                txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+    return result
+
+
+def _scope(plants: list[str], requested: list[dt.date], late: pd.DataFrame) -> pd.DataFrame:
+    """(plant_id, business_date) pairs to recompute: every requested date, plus late ones."""
+    grid = pd.MultiIndex.from_product(
+        [plants, pd.to_datetime(pd.Series(requested)).astype("datetime64[ns]")], names=["plant_id", "business_date"]
+    ).to_frame(index=False)
+    late = late[late["plant_id"].isin(plants)] if not late.empty else late
+    both = pd.concat([grid, late[["plant_id", "business_date"]]], ignore_index=True) if not late.empty else grid
+    both["business_date"] = pd.to_datetime(both["business_date"]).astype("datetime64[ns]")
+    both["plant_id"] = both["plant_id"].astype("str")
+    return both.drop_duplicates().sort_values(["plant_id", "business_date"]).reset_index(drop=True)
+
+
+def _in_scope(frame: pd.DataFrame, scope: pd.DataFrame, date_column: str = "business_date") -> pd.DataFrame:
+    keys = scope.rename(columns={"business_date": date_column})
+    return frame.merge(keys, on=["plant_id", date_column], how="inner")
+
+
+def _process(
+    config: Config,
+    inputs: Inputs,
+    warehouse: Warehouse,
+    txn: Transaction,
+    scope: pd.DataFrame,
+    requested: list[dt.date],
+    plants: list[str],
+    fingerprints: pd.DataFrame,
+    run_id: str,
+    started: pd.Timestamp,
+    command: str,
+) -> RunResult:
+    completions = _in_scope(inputs.completions, scope)
+    demand, flows, explode_quarantine = consumption.explode_completions(
+        completions, inputs.bom, inputs.items, inputs.uom_conversions
+    )
+    consumed = consumption.theoretical_consumption(flows, inputs.items)
+    adjustments = ledger.adjustments(demand, flows, inputs.items)
+
+    posted = warehouse.read("postings", filters=_plant_filter(plants))
+    postings = ledger.postings_delta(adjustments, posted, scope, inputs.items, run_id=run_id, posted_at=started)
+
+    counts = variance.variance_scope(inputs, scope, config)
+    variance_rows = variance.count_variance(inputs, counts, config)
+    accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, plants, config, started)
+
+    run_date = max(requested) if requested else dt.date.today()
+    quarantine = _quarantine_in_scope(inputs.quarantine, explode_quarantine, scope, plants, run_date, run_id)
+
+    partition_scope = [{"plant_id": p, "business_date": d} for p, d in zip(scope["plant_id"], scope["business_date"], strict=True)]
+    txn.replace("consumption", consumed, partition_scope, sort_by=["location_id", "item_id", "component_item_id"])
+    txn.replace("adjustments", adjustments, partition_scope, sort_by=["location_id", "item_id", "kind"])
+    for plant, rows in postings.groupby("plant_id", sort=True):
+        txn.put("postings", {"plant_id": plant}, rows.drop(columns="plant_id"),
+                file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
+    count_scope = counts.scope
+    txn.replace("variance", variance_rows, [{"plant_id": p, "count_date": d} for p, d in
+                                            zip(count_scope["plant_id"], count_scope["count_date"], strict=True)],
+                sort_by=["location_id", "item_id", "counted_at"])
+    txn.replace("bom_accuracy", accuracy, [{"plant_id": p} for p in plants], sort_by=["component_item_id"])
+    _write_quarantine(txn, quarantine, scope, plants, run_date)
+
+    finished = pd.Timestamp.now(tz="UTC").floor("us")
+    result = RunResult(
+        run_id=run_id,
+        command=command,
+        status="ok",
+        requested_dates=requested,
+        business_dates=sorted({d.date() for d in scope["business_date"]}),
+        plants=plants,
+        rows_read={t: s.read for t, s in inputs.stats.items()},
+        rows_accepted={t: s.accepted for t, s in inputs.stats.items()},
+        rows_quarantined={t: int((quarantine["table"] == t).sum()) for t in INPUT_TABLES},
+        rows_superseded={t: s.superseded for t, s in inputs.stats.items()},
+        started_at=started,
+        finished_at=finished,
+    )
+    result.quarantine_by_code = {str(k): int(v) for k, v in quarantine["error_code"].value_counts().sort_index().items()}
+    result.adjustments_by_kind = {
+        str(kind): {"rows": int(len(g)), "qty": float(g["qty"].sum()), "value": float(g["value"].sum())}
+        for kind, g in adjustments.groupby("kind", sort=True)
+    }
+    result.top_components = _top_components(consumed, inputs.items)
+    result.variance_summary = variance.summary(variance_rows)
+    result.bom_accuracy_flags = {str(k): int(v) for k, v in accuracy["flag"].value_counts().sort_index().items()} \
+        if not accuracy.empty else {}
+    result.rows_written = dict(txn.rows_written)
+    result.rows_written.setdefault("runs", 1)
+    txn.put_file("runs", f"run-{run_id}.parquet", _runs_row(result, fingerprints, inputs))
+    result.rows_written = dict(txn.rows_written)
+    result.partitions = dict(txn.partitions)
+    return result
+
+
+def _bom_accuracy(
+    warehouse: Warehouse, new_rows: pd.DataFrame, rewritten: pd.DataFrame, inputs: Inputs,
+    plants: list[str], config: Config, as_of: pd.Timestamp,
+) -> pd.DataFrame:
+    """BOM accuracy over the variance history as it will be after this run."""
+    history = warehouse.read("variance", filters=_plant_filter(plants))
+    kept = history.merge(rewritten, on=["plant_id", "count_date"], how="left", indicator=True)
+    kept = kept[kept["_merge"] == "left_only"].drop(columns="_merge")
+    rows = pd.concat([kept, new_rows], ignore_index=True) if not kept.empty else new_rows
+    scrap = variance.planned_scrap(inputs.bom, plants)
+    return variance.bom_accuracy(rows, scrap, config, as_of=as_of)
+
+
+def _plant_filter(plants: list[str]) -> object:
+    import pyarrow.dataset as ds
+
+    return ds.field("plant_id").isin(plants)
+
+
+def _quarantine_in_scope(
+    read_rejects: pd.DataFrame, explode_rejects: pd.DataFrame, scope: pd.DataFrame, plants: list[str],
+    run_date: dt.date, run_id: str,
+) -> pd.DataFrame:
+    """Rejected rows of the processed window: plant rows of scope dates; undated and master rows on the run date."""
+    rows = pd.concat([read_rejects, explode_rejects], ignore_index=True)
+    rows["business_date"] = pd.to_datetime(rows["business_date"]).astype("datetime64[ns]")
+    undated = rows["business_date"].isna()
+    no_plant = rows["plant_id"].isna()
+    rows.loc[undated, "business_date"] = pd.Timestamp(run_date)
+    dated = rows[~undated & ~no_plant].merge(scope, on=["plant_id", "business_date"], how="inner")
+    floating = rows[(undated & (no_plant | rows["plant_id"].isin(plants))) | (no_plant & ~undated)]
+    floating = floating.assign(business_date=pd.Timestamp(run_date))
+    out = pd.concat([dated, floating], ignore_index=True)
+    out["run_id"] = run_id
+    return out.drop_duplicates(subset=["table", "source_key", "error_code", "message", "row"]).reset_index(drop=True)
+
+
+def _write_quarantine(
+    txn: Transaction, quarantine: pd.DataFrame, scope: pd.DataFrame, plants: list[str], run_date: dt.date
+) -> None:
+    """One file per plant (and one for rows without a plant) in each (table, business_date) partition."""
+    file_of = quarantine["plant_id"].map(lambda p: f"part-{_file_token(p)}.parquet", na_action="ignore")
+    quarantine = quarantine.assign(_file=file_of.fillna(GLOBAL_FILE))
+    sort_by = ["source_key", "error_code"]
+    for table in INPUT_TABLES:
+        for plant, date in zip(scope["plant_id"], scope["business_date"], strict=True):
+            name = f"part-{_file_token(plant)}.parquet"
+            rows = quarantine[(quarantine["table"] == table) & (quarantine["business_date"] == date)
+                              & (quarantine["_file"] == name)]
+            _put_or_delete(txn, table, date, rows, name, sort_by)
+        date = pd.Timestamp(run_date)
+        rows = quarantine[(quarantine["table"] == table) & (quarantine["business_date"] == date)
+                          & (quarantine["_file"] == GLOBAL_FILE)]
+        _put_or_delete(txn, table, date, rows, GLOBAL_FILE, sort_by)
+
+
+def _put_or_delete(txn: Transaction, table: str, date: object, rows: pd.DataFrame, name: str,
+                   sort_by: list[str]) -> None:
+    partition = {"table": table, "business_date": date}
+    if rows.empty:
+        txn.delete("quarantine", partition, file_name=name)
+    else:
+        txn.put("quarantine", partition, rows, file_name=name, sort_by=sort_by)
+
+
+def _file_token(plant: str) -> str:
+    from pipeline.warehouse import encode_segment
+
+    return encode_segment(plant)
+
+
+def _top_components(consumed: pd.DataFrame, items: pd.DataFrame, n: int = 5) -> list[dict[str, object]]:
+    if consumed.empty:
+        return []
+    cost = consumed["component_item_id"].map(items.set_index("item_id")["standard_cost"])
+    valued = consumed.assign(value=consumed["qty"] * cost)
+    top = valued.groupby(["component_item_id", "uom"], as_index=False)[["qty", "value"]].sum()
+    top = top.sort_values(["value", "component_item_id"], ascending=[False, True]).head(n)
+    return top.to_dict("records")
+
+
+def _runs_row(result: RunResult, fingerprints: pd.DataFrame, inputs: Inputs) -> pd.DataFrame:
+    watermark = inputs.completions["recorded_at"].max() if not inputs.completions.empty else pd.NaT
+    fp = fingerprints[fingerprints["plant_id"].isin(result.plants)]
+    fp_json = json.dumps(
+        {f"{p}|{d:%Y-%m-%d}": str(h) for p, d, h in zip(fp["plant_id"], fp["business_date"], fp["fingerprint"], strict=True)},
+        sort_keys=True,
+    )
+    return pd.DataFrame(
+        {
+            "run_id": [result.run_id],
+            "command": [result.command],
+            "status": [result.status],
+            "message": [""],
+            "business_dates": [result.business_dates],
+            "requested_dates": [result.requested_dates],
+            "plants": [result.plants],
+            "rows_read": [list(result.rows_read.items())],
+            "rows_accepted": [list(result.rows_accepted.items())],
+            "rows_quarantined": [list(result.rows_quarantined.items())],
+            "rows_superseded": [list(result.rows_superseded.items())],
+            "rows_written": [list(result.rows_written.items())],
+            "input_fingerprints": [fp_json],
+            "watermark_recorded_at": [watermark],
+            "started_at": [result.started_at],
+            "finished_at": [result.finished_at],
+            "code_version": [__version__],
+        }
+    )
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every date from start to end, inclusive."""
+    if end < start:
+        raise ValueError(f"--end {end} is before --start {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def backfill(
+    config: Config,
+    start: dt.date,
+    end: dt.date,
+    *,
+    plants: Sequence[str] | None = None,
+    dry_run: bool = False,
+) -> list[RunResult]:
+    """Process every date of [start, end] in order; the landing data is read once for the range.
+
+    Dates are committed in batches of `config.date_batch_days` (one run each), oldest first.
+    """
+    dates = date_range(start, end)
+    inputs = read_inputs(config)
+    results = []
+    step = max(1, config.date_batch_days)
+    for i in range(0, len(dates), step):
+        results.append(run_dates(config, dates[i:i + step], plants=plants, dry_run=dry_run,
+                                 command="backfill", inputs=inputs, late_data=False))
+    return results
+
+
+__all__ = ["RunResult", "backfill", "date_range", "run_dates", "read_inputs", "np"]

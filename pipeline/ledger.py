@@ -1,0 +1,104 @@
+"""Backflush adjustments (the desired postings per day) and the append-only postings ledger.
+
+Adjustments are a pure function of the inputs: re-running a date gives the same rows and the
+same `adjustment_id`s. The ledger holds what was sent downstream; each run appends only the
+difference between the current adjustments and what the ledger already sums to, so a re-run
+over unchanged input appends nothing and a correction appends exactly its delta.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from pipeline.rounding import round_half_away
+
+ADJUSTMENT_KEY = ["plant_id", "business_date", "location_id", "item_id", "kind"]
+
+
+def stable_ids(*parts: pd.Series) -> pd.Series:
+    """A deterministic 32-hex-digit id per row from the given key columns."""
+    if len(parts[0]) == 0:
+        return pd.Series([], dtype="str", index=parts[0].index)
+    joined = parts[0].astype("str")
+    for part in parts[1:]:
+        joined = joined + "\x1f" + part.astype("str")
+    return pd.Series(
+        [hashlib.sha256(s.encode()).hexdigest()[:32] for s in joined], index=joined.index, dtype="str"
+    )
+
+
+def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """One desired posting per (plant, date, location, item, kind), rounded once at uom_decimals.
+
+    production_receipt: + good units of the produced item; backflush_issue: − consumed units of
+    each backflushed component; byproduct_receipt: + units of each by-product.
+    """
+    master = items.set_index("item_id")
+    keys = ["plant_id", "business_date", "location_id"]
+    receipts = demand.groupby(keys + ["item_id"], as_index=False).agg(
+        qty=("qty_good", "sum"), completions=("completions", "sum")
+    )
+    receipts["kind"] = "production_receipt"
+    components = flows.rename(columns={"item_id": "produced_item_id", "component_item_id": "item_id"})
+    consumed = components[components["qty_per_unit"] > 0]
+    consumed = consumed[consumed["item_id"].map(master["backflush"]).astype(bool)]
+    issues = consumed.groupby(keys + ["item_id"], as_index=False).agg(
+        qty=("qty", "sum"), completions=("completions", "sum")
+    )
+    issues["qty"] = -issues["qty"]
+    issues["kind"] = "backflush_issue"
+    byproducts = components[components["qty_per_unit"] < 0]
+    byproducts = byproducts.groupby(keys + ["item_id"], as_index=False).agg(
+        qty=("qty", "sum"), completions=("completions", "sum")
+    )
+    byproducts["qty"] = -byproducts["qty"]
+    byproducts["kind"] = "byproduct_receipt"
+    out = pd.concat([receipts, issues, byproducts], ignore_index=True)
+    out["qty"] = round_half_away(out["qty"], out["item_id"].map(master["uom_decimals"]))
+    out["uom"] = out["item_id"].map(master["uom"])
+    out["value"] = out["qty"] * out["item_id"].map(master["standard_cost"])
+    out["completions"] = out["completions"].astype("int64")
+    out["adjustment_id"] = stable_ids(
+        out["plant_id"], out["business_date"].dt.strftime("%Y-%m-%d"), out["location_id"], out["item_id"], out["kind"]
+    )
+    return out.sort_values(ADJUSTMENT_KEY).reset_index(drop=True)
+
+
+def postings_delta(
+    current: pd.DataFrame,
+    ledger: pd.DataFrame,
+    scope: pd.DataFrame,
+    items: pd.DataFrame,
+    *,
+    run_id: str,
+    posted_at: pd.Timestamp,
+) -> pd.DataFrame:
+    """Ledger rows that bring the ledger's sum per key to the current adjustments in `scope`.
+
+    scope: the (plant_id, business_date) pairs whose adjustments were recomputed; a key posted
+    before but absent now is reversed to zero.
+    """
+    in_scope = ledger.merge(scope, on=["plant_id", "business_date"], how="inner")
+    posted = in_scope.groupby(ADJUSTMENT_KEY, as_index=False).agg(
+        posted=("qty_delta", "sum"), posted_uom=("uom", "last")
+    )
+    wanted = current[ADJUSTMENT_KEY + ["qty", "uom", "adjustment_id"]]
+    both = wanted.merge(posted, on=ADJUSTMENT_KEY, how="outer")
+    decimals = both["item_id"].map(items.set_index("item_id")["uom_decimals"]).fillna(9)
+    delta = round_half_away(both["qty"].fillna(0.0) - both["posted"].fillna(0.0), decimals)
+    both["qty_delta"] = delta
+    both = both[np.abs(delta) > 0].copy()
+    both["uom"] = both["uom"].fillna(both["posted_uom"])
+    both["adjustment_id"] = both["adjustment_id"].fillna(
+        stable_ids(both["plant_id"], both["business_date"].dt.strftime("%Y-%m-%d"), both["location_id"],
+                   both["item_id"], both["kind"])
+    )
+    both["run_id"] = run_id
+    both["posting_id"] = stable_ids(both["run_id"], both["adjustment_id"])
+    both["posted_at"] = posted_at
+    columns = ["posting_id", "run_id", "plant_id", "business_date", "adjustment_id", "location_id", "item_id",
+               "kind", "qty_delta", "uom", "posted_at"]
+    return both[columns].sort_values(ADJUSTMENT_KEY).reset_index(drop=True)

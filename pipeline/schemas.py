@@ -1,0 +1,300 @@
+"""The one place where every table's columns, types, defaults and checks are written.
+
+Input tables are pandera models (validated at read, failures quarantined as INVALID);
+output datasets are Arrow schemas (cast before every write, so Parquet schemas never drift).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pa_arrow
+from pandera.typing import Series
+
+MAX_ABS_QTY = 1e12  # beyond this a quantity is garbage, not production
+UTC_TIMESTAMP = Annotated[pd.DatetimeTZDtype, "us", "UTC"]
+UOM_DECIMALS_MAX = 9
+
+
+class _Input(pa.DataFrameModel):
+    class Config:
+        strict = False  # extra landing columns are ignored, not an error
+        coerce = False  # sources coerce explicitly, so failed coercions become quarantine rows
+
+
+class Plants(_Input):
+    """A plant and the time zone its business dates are counted in."""
+
+    plant_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    timezone: Series[str] = pa.Field(nullable=True, default="UTC")
+
+
+class Items(_Input):
+    """Item master: base unit, standard cost, phantom and backflush flags, posting precision."""
+
+    item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    uom: Series[str] = pa.Field(str_length={"min_value": 1})
+    standard_cost: Series[float] = pa.Field(ge=0, le=MAX_ABS_QTY, default=0.0)
+    phantom: Series[bool] = pa.Field(default=False)
+    backflush: Series[bool] = pa.Field(default=True)
+    uom_decimals: Series[int] = pa.Field(ge=0, le=UOM_DECIMALS_MAX, default=3)
+
+
+class UomConversions(_Input):
+    """1 from_uom = factor to_uom; item_id null means valid for every item."""
+
+    item_id: Series[str] = pa.Field(nullable=True)
+    from_uom: Series[str] = pa.Field(str_length={"min_value": 1})
+    to_uom: Series[str] = pa.Field(str_length={"min_value": 1})
+    factor: Series[float] = pa.Field(gt=0, le=MAX_ABS_QTY)
+
+
+class Bom(_Input):
+    """One BOM line: qty_per of a component per base_qty of the parent (negative: by-product)."""
+
+    plant_id: Series[str] = pa.Field(nullable=True, default=None)
+    parent_item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    component_item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    qty_per: Series[float] = pa.Field(ne=0, ge=-MAX_ABS_QTY, le=MAX_ABS_QTY)
+    base_qty: Series[float] = pa.Field(gt=0, le=MAX_ABS_QTY, default=1.0)
+    uom: Series[str] = pa.Field(nullable=True, default=None)
+    scrap_pct: Series[float] = pa.Field(ge=0, lt=100, default=0.0)
+    valid_from: Series[pd.Timestamp] = pa.Field(nullable=True, default=None)
+    valid_to: Series[pd.Timestamp] = pa.Field(nullable=True, default=None)
+
+    @pa.dataframe_check(ignore_na=False)
+    def valid_from_before_valid_to(cls, df: pd.DataFrame) -> Series[bool]:
+        """An effectivity interval must not be empty."""
+        return df["valid_from"].isna() | df["valid_to"].isna() | (df["valid_from"] < df["valid_to"])
+
+
+class Completions(_Input):
+    """A production confirmation: good and scrapped units of an item at a plant and location."""
+
+    completion_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    plant_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    location_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    qty_good: Series[float] = pa.Field(ge=0, le=MAX_ABS_QTY)
+    qty_scrap: Series[float] = pa.Field(ge=0, le=MAX_ABS_QTY, default=0.0)
+    completed_at: Series[UTC_TIMESTAMP]  # type: ignore[type-arg]
+    recorded_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=True, default=None)  # type: ignore[type-arg]
+    order_id: Series[str] = pa.Field(nullable=True, default=None)
+
+
+class StockCounts(_Input):
+    """A physical count: the quantity found, including every flow at or before counted_at."""
+
+    count_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    plant_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    location_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    counted_qty: Series[float] = pa.Field(ge=0, le=MAX_ABS_QTY)
+    counted_at: Series[UTC_TIMESTAMP]  # type: ignore[type-arg]
+
+
+class Movements(_Input):
+    """Every recorded flow not produced by this pipeline (receipts, shipments, manual issues)."""
+
+    movement_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    plant_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    location_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    qty: Series[float] = pa.Field(ge=-MAX_ABS_QTY, le=MAX_ABS_QTY)
+    moved_at: Series[UTC_TIMESTAMP]  # type: ignore[type-arg]
+    kind: Series[str] = pa.Field(nullable=True, default=None)
+
+
+INPUT_MODELS: dict[str, type[_Input]] = {
+    "plants": Plants,
+    "items": Items,
+    "uom_conversions": UomConversions,
+    "bom": Bom,
+    "completions": Completions,
+    "stock_counts": StockCounts,
+    "movements": Movements,
+}
+OPTIONAL_TABLES = frozenset({"plants", "uom_conversions", "movements"})
+INPUT_KEYS: dict[str, str | None] = {
+    "plants": "plant_id",
+    "items": "item_id",
+    "uom_conversions": None,
+    "bom": None,
+    "completions": "completion_id",
+    "stock_counts": "count_id",
+    "movements": "movement_id",
+}
+DATE_COLUMNS = frozenset({"valid_from", "valid_to"})
+
+
+def column_kinds(table: str) -> dict[str, str]:
+    """Column name -> one of str, float, int, bool, timestamp, date, as declared by the model."""
+    schema = INPUT_MODELS[table].to_schema()
+    kinds: dict[str, str] = {}
+    for name, column in schema.columns.items():
+        dtype = str(column.dtype)
+        if name in DATE_COLUMNS:
+            kinds[name] = "date"
+        elif "datetime" in dtype:
+            kinds[name] = "timestamp"
+        elif dtype.startswith("float"):
+            kinds[name] = "float"
+        elif dtype.startswith("int"):
+            kinds[name] = "int"
+        elif dtype == "bool":
+            kinds[name] = "bool"
+        else:
+            kinds[name] = "str"
+    return kinds
+
+
+def required_columns(table: str) -> list[str]:
+    """Columns a landing table must carry: those without a default in the model."""
+    schema = INPUT_MODELS[table].to_schema()
+    return [n for n, c in schema.columns.items() if c.default is None and not c.nullable]
+
+
+def column_defaults(table: str) -> dict[str, object]:
+    """Optional columns and the value they take when absent or null."""
+    schema = INPUT_MODELS[table].to_schema()
+    return {n: c.default for n, c in schema.columns.items() if c.default is not None or c.nullable}
+
+
+# ---------------------------------------------------------------- outputs (Arrow)
+
+ADJUSTMENT_KINDS = ("production_receipt", "backflush_issue", "byproduct_receipt")
+VARIANCE_STATUSES = ("baseline", "ok", "over_tolerance")
+ERROR_CODES = (
+    "INVALID",
+    "UNKNOWN_ITEM",
+    "NO_BOM",
+    "BOM_CYCLE",
+    "NO_UOM_CONVERSION",
+    "DUPLICATE_ID",
+)
+
+_ts = pa_arrow.timestamp("us", tz="UTC")
+_str = pa_arrow.string()
+_f64 = pa_arrow.float64()
+_i64 = pa_arrow.int64()
+
+CONSUMPTION = pa_arrow.schema(
+    [
+        ("location_id", _str),
+        ("item_id", _str),
+        ("component_item_id", _str),
+        ("qty", _f64),
+        ("uom", _str),
+        ("backflushed", pa_arrow.bool_()),
+        ("completions", _i64),
+    ]
+)
+ADJUSTMENTS = pa_arrow.schema(
+    [
+        ("adjustment_id", _str),
+        ("location_id", _str),
+        ("item_id", _str),
+        ("kind", _str),
+        ("qty", _f64),
+        ("uom", _str),
+        ("value", _f64),
+        ("completions", _i64),
+    ]
+)
+POSTINGS = pa_arrow.schema(
+    [
+        ("posting_id", _str),
+        ("run_id", _str),
+        ("business_date", pa_arrow.date32()),
+        ("adjustment_id", _str),
+        ("location_id", _str),
+        ("item_id", _str),
+        ("kind", _str),
+        ("qty_delta", _f64),
+        ("uom", _str),
+        ("posted_at", _ts),
+    ]
+)
+VARIANCE = pa_arrow.schema(
+    [
+        ("count_id", _str),
+        ("location_id", _str),
+        ("item_id", _str),
+        ("counted_at", _ts),
+        ("previous_counted_at", _ts),
+        ("opening_qty", _f64),
+        ("movements_qty", _f64),
+        ("receipts_qty", _f64),
+        ("theoretical_usage_qty", _f64),
+        ("book_qty", _f64),
+        ("counted_qty", _f64),
+        ("variance_qty", _f64),
+        ("variance_value", _f64),
+        ("usage_variance_pct", _f64),
+        ("status", _str),
+        ("uom", _str),
+        ("backflushed", pa_arrow.bool_()),
+        ("standard_cost", _f64),
+    ]
+)
+QUARANTINE = pa_arrow.schema(
+    [
+        ("source_key", _str),
+        ("error_code", _str),
+        ("message", _str),
+        ("row", _str),
+        ("run_id", _str),
+        ("plant_id", _str),
+    ]
+)
+RUNS = pa_arrow.schema(
+    [
+        ("run_id", _str),
+        ("command", _str),
+        ("status", _str),
+        ("message", _str),
+        ("business_dates", pa_arrow.list_(pa_arrow.date32())),
+        ("requested_dates", pa_arrow.list_(pa_arrow.date32())),
+        ("plants", pa_arrow.list_(_str)),
+        ("rows_read", pa_arrow.map_(_str, _i64)),
+        ("rows_accepted", pa_arrow.map_(_str, _i64)),
+        ("rows_quarantined", pa_arrow.map_(_str, _i64)),
+        ("rows_superseded", pa_arrow.map_(_str, _i64)),
+        ("rows_written", pa_arrow.map_(_str, _i64)),
+        ("input_fingerprints", _str),
+        ("watermark_recorded_at", _ts),
+        ("started_at", _ts),
+        ("finished_at", _ts),
+        ("code_version", _str),
+    ]
+)
+
+BOM_ACCURACY = pa_arrow.schema(
+    [
+        ("component_item_id", _str),
+        ("uom", _str),
+        ("counts", _i64),
+        ("first_counted_at", _ts),
+        ("last_counted_at", _ts),
+        ("theoretical_usage_qty", _f64),
+        ("actual_usage_qty", _f64),
+        ("usage_ratio", _f64),
+        ("planned_scrap_pct", _f64),
+        ("realised_scrap_pct", _f64),
+        ("flag", _str),
+        ("as_of", _ts),
+    ]
+)
+
+# dataset -> (Arrow schema of the file columns, partition columns in path order)
+OUTPUT_DATASETS: dict[str, tuple[pa_arrow.Schema, tuple[str, ...]]] = {
+    "consumption": (CONSUMPTION, ("plant_id", "business_date")),
+    "adjustments": (ADJUSTMENTS, ("plant_id", "business_date")),
+    "postings": (POSTINGS, ("plant_id",)),
+    "variance": (VARIANCE, ("plant_id", "count_date")),
+    "quarantine": (QUARANTINE, ("table", "business_date")),
+    "bom_accuracy": (BOM_ACCURACY, ("plant_id",)),
+    "runs": (RUNS, ()),
+}

@@ -1,0 +1,580 @@
+"""Read the landing tables, coerce them to the declared types and quarantine what does not fit.
+
+Every input row leaves this module either accepted (typed, with its business date) or as a
+quarantine row with a code and a message. What cannot be read at all (a missing required
+column, an unreadable file) stops the run with a one-line `SourceError`.
+"""
+
+from __future__ import annotations
+
+import json
+import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.errors
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import schemas
+
+QUARANTINE_COLUMNS = [
+    "table",
+    "plant_id",
+    "business_date",
+    "source_key",
+    "error_code",
+    "message",
+    "row",
+]
+_TRUE = frozenset({"true", "t", "1", "yes", "y"})
+_FALSE = frozenset({"false", "f", "0", "no", "n"})
+_VALID_ZONES = frozenset(zoneinfo.available_timezones())
+
+
+class SourceError(RuntimeError):
+    """A landing table cannot be read; the message is the one-line reason."""
+
+
+@dataclass
+class TableStats:
+    """How the rows of one input table were disposed of."""
+
+    read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    superseded: int = 0  # older versions of a corrected completion, and identical repeats
+
+
+@dataclass
+class Inputs:
+    """The validated input tables of a run, with business dates, plus everything rejected."""
+
+    plants: pd.DataFrame
+    items: pd.DataFrame
+    uom_conversions: pd.DataFrame
+    bom: pd.DataFrame
+    completions: pd.DataFrame
+    stock_counts: pd.DataFrame
+    movements: pd.DataFrame
+    quarantine: pd.DataFrame
+    stats: dict[str, TableStats] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def read_landing_files(landing: str | Path) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    """Raw frames per table from LANDING/<table>/*.csv|*.parquet, as (file name, frame) pairs."""
+    root = Path(landing)
+    if not root.is_dir():
+        raise SourceError(f"landing folder {root} does not exist")
+    raw: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    for table in schemas.INPUT_MODELS:
+        folder = root / table
+        files = sorted(
+            p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in (".csv", ".parquet")
+        ) if folder.is_dir() else []
+        if not files and table not in schemas.OPTIONAL_TABLES:
+            raise SourceError(f"required table {table}: no .csv or .parquet file in {folder}")
+        raw[table] = [(f"{table}/{p.name}", _read_file(p)) for p in files]
+    return raw
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() == ".csv":
+            if path.stat().st_size == 0:
+                return pd.DataFrame()
+            return pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8"
+            )
+        return pq.read_table(path).to_pandas()
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (pa.ArrowException, pd.errors.ParserError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"file {path} cannot be read: {reason}") from exc
+
+
+# ------------------------------------------------------------------------------------ coercion
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Strings, stripped, with empty strings as missing."""
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        text = values.astype("str")
+    else:
+        text = values.astype("str").where(values.notna())
+    text = text.str.strip()
+    return text.where(text != "")
+
+
+def _coerce_str(values: pd.Series) -> pd.Series:
+    return _as_text(values)
+
+
+def _coerce_float(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("float64")
+    return pd.to_numeric(_as_text(values), errors="coerce").astype("float64")
+
+
+def _coerce_int(values: pd.Series) -> pd.Series:
+    numbers = _coerce_float(values)
+    integral = numbers.notna() & np.isfinite(numbers) & (numbers == np.floor(numbers))
+    return numbers.where(integral)
+
+
+def _coerce_bool(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype("boolean")
+    text = _as_text(values).str.lower()
+    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    out[text.isin(_TRUE)] = True
+    out[text.isin(_FALSE)] = False
+    return out
+
+
+def _coerce_timestamp(values: pd.Series) -> pd.Series:
+    """UTC timestamps; a value without an offset is UTC."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.as_unit("us")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        return values.dt.tz_localize("UTC").dt.as_unit("us")
+    text = _as_text(values)
+    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    return parsed.dt.as_unit("us")
+
+
+def _coerce_date(values: pd.Series) -> pd.Series:
+    """Calendar dates (naive midnight timestamps); a value with a time of day is not a date."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        parsed = values.dt.tz_localize(None) if isinstance(values.dtype, pd.DatetimeTZDtype) else values
+    elif values.dtype == object and values.map(lambda v: hasattr(v, "isoformat"), na_action="ignore").any():
+        parsed = pd.to_datetime(values, errors="coerce")
+    else:
+        parsed = pd.to_datetime(_as_text(values), format="ISO8601", errors="coerce")
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            parsed = parsed.dt.tz_localize(None)
+    parsed = parsed.astype("datetime64[ns]")
+    return parsed.where(parsed == parsed.dt.normalize())
+
+
+_COERCE: dict[str, Callable[[pd.Series], pd.Series]] = {
+    "str": _coerce_str,
+    "float": _coerce_float,
+    "int": _coerce_int,
+    "bool": _coerce_bool,
+    "timestamp": _coerce_timestamp,
+    "date": _coerce_date,
+}
+_KIND_WORDS = {
+    "float": "a number",
+    "int": "a whole number",
+    "bool": "true or false",
+    "timestamp": "an ISO 8601 timestamp",
+    "date": "an ISO 8601 date",
+}
+
+
+def _row_json(frame: pd.DataFrame) -> pd.Series:
+    """Each row as a JSON object (the original values as read, plus `_source`)."""
+    if frame.empty:
+        return pd.Series([], dtype="str", index=frame.index)
+    text = frame.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    return pd.Series(text.rstrip("\n").split("\n"), index=frame.index, dtype="str")
+
+
+def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Typed rows of one table (defaults applied) and INVALID rows whose values cannot be typed."""
+    kinds = schemas.column_kinds(table)
+    required = schemas.required_columns(table)
+    defaults = schemas.column_defaults(table)
+    typed_parts: list[pd.DataFrame] = []
+    bad_parts: list[pd.DataFrame] = []
+    for source, raw in files:
+        if raw.shape[1] == 0 and raw.shape[0] == 0:
+            continue  # an empty file holds no rows
+        raw = raw.rename(columns=lambda c: str(c).strip())
+        missing = [c for c in required if c not in raw.columns]
+        if missing:
+            raise SourceError(
+                f"{source}: required column{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} missing (has: {', '.join(map(str, raw.columns)) or 'none'})"
+            )
+        raw = raw.reset_index(drop=True)
+        typed = pd.DataFrame(index=raw.index)
+        problems = pd.Series("", index=raw.index, dtype="str")
+        for column, kind in kinds.items():
+            if column not in raw.columns:
+                default = defaults.get(column)
+                typed[column] = _default_column(kind, default, len(raw))
+                continue
+            values = _COERCE[kind](raw[column])
+            present = _as_text(raw[column]).notna() if kind != "str" else values.notna()
+            failed = present & values.isna()
+            if failed.any():
+                shown = raw[column].astype("str").str.slice(0, 60)
+                problems = problems.where(
+                    ~failed, problems + column + " = " + shown.map(repr) + " is not " + _KIND_WORDS[kind] + "; "
+                )
+            default = defaults.get(column)
+            if default is not None:
+                values = values.where(values.notna() | failed, _default_column(kind, default, len(raw)))
+            typed[column] = values
+        typed["_source"] = source + ":" + (raw.index + 2).astype("str")  # header is line 1
+        bad = problems != ""
+        if bad.any():
+            rows = raw[bad].copy()
+            rows["_source"] = typed.loc[bad, "_source"]
+            bad_parts.append(
+                _quarantine_frame(
+                    table,
+                    typed[bad],
+                    "INVALID",
+                    problems[bad].str.rstrip("; "),
+                    _row_json(rows),
+                )
+            )
+        typed_parts.append(typed[~bad])
+    typed_all = (
+        pd.concat(typed_parts, ignore_index=True) if typed_parts else _empty_typed(table)
+    )
+    typed_all = _finalise_dtypes(table, typed_all)
+    bad_all = pd.concat(bad_parts, ignore_index=True) if bad_parts else empty_quarantine()
+    return typed_all, bad_all
+
+
+def _default_column(kind: str, default: object, n: int) -> pd.Series:
+    if kind == "timestamp":
+        return pd.Series(pd.NaT, index=range(n), dtype="datetime64[us, UTC]")
+    if kind == "date":
+        return pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]")
+    if kind == "bool":
+        return pd.Series(default if default is not None else pd.NA, index=range(n), dtype="boolean")
+    if kind in ("float", "int"):
+        return pd.Series(np.nan if default is None else default, index=range(n), dtype="float64")
+    return pd.Series(default, index=range(n), dtype="str")
+
+
+def _empty_typed(table: str) -> pd.DataFrame:
+    kinds = schemas.column_kinds(table)
+    frame = pd.DataFrame({c: _default_column(k, None, 0) for c, k in kinds.items()})
+    frame["_source"] = pd.Series([], dtype="str")
+    return frame
+
+
+def _finalise_dtypes(table: str, typed: pd.DataFrame) -> pd.DataFrame:
+    """Cast to the exact dtypes the pandera model declares (nullable ones stay nullable)."""
+    kinds = schemas.column_kinds(table)
+    out = typed.copy()
+    for column, kind in kinds.items():
+        if kind == "str":
+            out[column] = out[column].astype("str").where(out[column].notna())
+        elif kind == "bool":
+            out[column] = out[column].astype("boolean")
+        elif kind == "date":
+            out[column] = out[column].astype("datetime64[ns]")
+        elif kind == "timestamp":
+            out[column] = out[column].astype("datetime64[us, UTC]")
+        else:
+            out[column] = out[column].astype("float64")
+    return out
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def validate_table(table: str, typed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the table's pandera checks; failing rows become INVALID quarantine rows."""
+    model = schemas.INPUT_MODELS[table]
+    kinds = schemas.column_kinds(table)
+    checked = typed.copy()
+    # pandera checks typed columns; nullable extension dtypes are cast for the check only
+    for column, kind in kinds.items():
+        if kind == "bool":
+            checked[column] = checked[column].astype(object).where(checked[column].notna(), None)
+        elif kind == "int":
+            checked[column] = checked[column]
+    try:
+        model.validate(_for_pandera(table, checked), lazy=True)
+        return typed, empty_quarantine()
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    row_cases = cases[cases["index"].notna()]
+    schema_cases = cases[cases["index"].isna()]
+    if not schema_cases.empty:
+        first = schema_cases.iloc[0]
+        raise SourceError(
+            f"table {table}: {first['check']} failed for column {first['column']}"
+        )
+    row_cases = row_cases.assign(index=row_cases["index"].astype("int64"))
+    row_cases["text"] = _failure_text(row_cases)
+    messages = row_cases.groupby("index", sort=True)["text"].agg("; ".join)
+    bad_index = messages.index
+    bad_rows = typed.loc[bad_index]
+    quarantine = _quarantine_frame(table, bad_rows, "INVALID", messages, _row_json(bad_rows))
+    return typed.drop(index=bad_index), quarantine
+
+
+def _for_pandera(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    kinds = schemas.column_kinds(table)
+    out = frame[list(kinds)].copy()
+    for column, kind in kinds.items():
+        if kind == "int":
+            out[column] = out[column].astype("Int64")
+            # the model declares int64: a missing whole number is a null failure, not a dtype one
+            if out[column].notna().all():
+                out[column] = out[column].astype("int64")
+        elif kind == "bool":
+            if out[column].notna().all():
+                out[column] = out[column].astype("bool")
+    return out
+
+
+def _failure_text(cases: pd.DataFrame) -> pd.Series:
+    column = cases["column"].astype("str")
+    check = cases["check"].astype("str")
+    value = cases["failure_case"].map(lambda v: "missing" if v is None or v != v else repr(v))
+    nullable_failure = check.eq("not_nullable") | value.eq("missing")
+    dtype_failure = check.str.startswith("dtype(")
+    text = column + " = " + value + " fails " + check
+    text = text.where(~nullable_failure, column + " is missing")
+    return text.where(~dtype_failure, column + " has values of the wrong type")
+
+
+def empty_quarantine() -> pd.DataFrame:
+    """A quarantine frame with no rows and the right columns."""
+    return pd.DataFrame(
+        {
+            "table": pd.Series([], dtype="str"),
+            "plant_id": pd.Series([], dtype="str"),
+            "business_date": pd.Series([], dtype="datetime64[ns]"),
+            "source_key": pd.Series([], dtype="str"),
+            "error_code": pd.Series([], dtype="str"),
+            "message": pd.Series([], dtype="str"),
+            "row": pd.Series([], dtype="str"),
+        }
+    )
+
+
+def source_keys(table: str, rows: pd.DataFrame) -> pd.Series:
+    """The key that identifies a row of `table` to a person (its id, or its natural key)."""
+    key = schemas.INPUT_KEYS[table]
+    if key is not None and key in rows.columns:
+        return rows[key].astype("str").where(rows[key].notna(), rows.get("_source", ""))
+    if table == "bom":
+        return (
+            rows["plant_id"].fillna("*").astype("str")
+            + ":" + rows["parent_item_id"].astype("str")
+            + ">" + rows["component_item_id"].astype("str")
+        )
+    if table == "uom_conversions":
+        return (
+            rows["item_id"].fillna("*").astype("str")
+            + ":" + rows["from_uom"].astype("str")
+            + ">" + rows["to_uom"].astype("str")
+        )
+    return rows.get("_source", pd.Series("", index=rows.index))
+
+
+def _quarantine_frame(
+    table: str,
+    rows: pd.DataFrame,
+    code: str | pd.Series,
+    message: str | pd.Series,
+    row_json: pd.Series,
+) -> pd.DataFrame:
+    plant = rows["plant_id"] if "plant_id" in rows.columns else pd.Series(None, index=rows.index)
+    date = rows["business_date"] if "business_date" in rows.columns else pd.Series(pd.NaT, index=rows.index)
+    frame = pd.DataFrame(
+        {
+            "table": table,
+            "plant_id": plant.astype("str").where(plant.notna()),
+            "business_date": pd.to_datetime(date).astype("datetime64[ns]"),
+            "source_key": source_keys(table, rows).astype("str"),
+            "error_code": code,
+            "message": message,
+            "row": row_json,
+        },
+        index=rows.index,
+    )
+    return frame.reset_index(drop=True)
+
+
+def quarantine_rows(
+    table: str, rows: pd.DataFrame, code: str | pd.Series, message: str | pd.Series
+) -> pd.DataFrame:
+    """Quarantine accepted rows of `table` for a reason found after validation."""
+    columns = [c for c in schemas.column_kinds(table) if c in rows.columns] + ["_source"]
+    return _quarantine_frame(table, rows, code, message, _row_json(rows[[c for c in columns if c in rows.columns]]))
+
+
+# ------------------------------------------------------------------------------------ keys
+
+
+def _dedupe_by_key(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Identical repeats collapse to one row; conflicting rows with one key are DUPLICATE_ID."""
+    key = schemas.INPUT_KEYS[table]
+    if key is None or frame.empty:
+        return frame, empty_quarantine(), 0
+    content = list(schemas.column_kinds(table))
+    unique = frame.drop_duplicates(subset=content)
+    repeated = len(frame) - len(unique)
+    conflicting = unique[key].duplicated(keep=False)
+    if not conflicting.any():
+        return unique, empty_quarantine(), repeated
+    bad = unique[conflicting]
+    message = (
+        f"{key} " + bad[key].astype("str").map(repr) + " has conflicting rows ("
+        + bad.groupby(key)[key].transform("size").astype("str") + " versions)"
+    )
+    return unique[~conflicting], quarantine_rows(table, bad, "DUPLICATE_ID", message), repeated
+
+
+def latest_completions(completions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """One version per completion: the latest `recorded_at` wins; ties that differ are ambiguous.
+
+    Returns the winning rows, DUPLICATE_ID quarantine rows, and how many rows were superseded or
+    repeated.
+    """
+    if completions.empty:
+        return completions, empty_quarantine(), 0
+    frame = completions.copy()
+    frame["recorded_at"] = frame["recorded_at"].fillna(frame["completed_at"])
+    content = list(schemas.column_kinds("completions"))
+    unique = frame.drop_duplicates(subset=content)
+    latest = unique.groupby("completion_id", sort=False)["recorded_at"].transform("max")
+    current = unique[unique["recorded_at"] == latest]
+    superseded = len(frame) - len(current)
+    conflicting = current["completion_id"].duplicated(keep=False)
+    if not conflicting.any():
+        return current, empty_quarantine(), superseded
+    bad = current[conflicting]
+    message = (
+        "completion_id " + bad["completion_id"].astype("str").map(repr)
+        + " has " + bad.groupby("completion_id")["completion_id"].transform("size").astype("str")
+        + " different versions recorded at " + bad["recorded_at"].astype("str")
+    )
+    return current[~conflicting], quarantine_rows("completions", bad, "DUPLICATE_ID", message), superseded
+
+
+# ------------------------------------------------------------------------------------ time zones
+
+
+def plant_timezones(
+    plants: pd.DataFrame, seen: Iterable[str], overrides: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """plant_id -> timezone for every plant: the plants table, then config, else UTC."""
+    zones = dict(overrides or {})
+    zones.update(dict(zip(plants["plant_id"], plants["timezone"].fillna("UTC"), strict=True)))
+    all_plants = sorted(set(seen) | set(zones))
+    return pd.DataFrame(
+        {"plant_id": pd.Series(all_plants, dtype="str"), "timezone": [zones.get(p, "UTC") for p in all_plants]}
+    )
+
+
+def business_dates(timestamps: pd.Series, plant_ids: pd.Series, zones: pd.DataFrame) -> pd.Series:
+    """The calendar date of each UTC timestamp in its plant's time zone (naive midnight)."""
+    zone_of = plant_ids.map(dict(zip(zones["plant_id"], zones["timezone"], strict=True))).fillna("UTC")
+    out = pd.Series(pd.NaT, index=timestamps.index, dtype="datetime64[ns]")
+    for zone in zone_of.unique():
+        mask = zone_of == zone
+        local = timestamps[mask].dt.tz_convert(zone).dt.tz_localize(None)
+        out[mask] = local.dt.normalize().astype("datetime64[ns]")
+    return out
+
+
+# ------------------------------------------------------------------------------------ the whole set
+
+
+def load_inputs(
+    raw: Mapping[str, Iterable[tuple[str, pd.DataFrame]]],
+    *,
+    timezone_overrides: Mapping[str, str] | None = None,
+) -> Inputs:
+    """Coerce, validate and key-check every input table; attach business dates."""
+    accepted: dict[str, pd.DataFrame] = {}
+    quarantined: list[pd.DataFrame] = []
+    stats: dict[str, TableStats] = {}
+    for table in schemas.INPUT_MODELS:
+        files = list(raw.get(table, []))
+        typed, bad_types = coerce_table(table, files)
+        valid, bad_checks = validate_table(table, typed)
+        stat = TableStats(read=len(typed) + len(bad_types))
+        if table == "completions":
+            valid, dupes, superseded = latest_completions(valid)
+        else:
+            valid, dupes, superseded = _dedupe_by_key(table, valid)
+        stat.superseded = superseded
+        accepted[table] = valid.reset_index(drop=True)
+        quarantined.extend([bad_types, bad_checks, dupes])
+        stats[table] = stat
+
+    plants = accepted["plants"]
+    bad_zone = ~plants["timezone"].fillna("UTC").isin(_VALID_ZONES)
+    if bad_zone.any():
+        quarantined.append(
+            quarantine_rows(
+                "plants",
+                plants[bad_zone],
+                "INVALID",
+                "timezone " + plants.loc[bad_zone, "timezone"].map(repr) + " is not an IANA time zone",
+            )
+        )
+    accepted["plants"] = plants[~bad_zone].reset_index(drop=True)
+    bad_plants = set(plants.loc[bad_zone, "plant_id"])
+    seen: set[str] = set()
+    for table in ("completions", "stock_counts", "movements", "bom"):
+        seen |= set(accepted[table]["plant_id"].dropna().unique())
+    zones = plant_timezones(accepted["plants"], seen - bad_plants, timezone_overrides)
+
+    for table, ts_column in (("completions", "completed_at"), ("stock_counts", "counted_at"), ("movements", "moved_at")):
+        frame = accepted[table]
+        in_bad_plant = frame["plant_id"].isin(bad_plants)
+        if in_bad_plant.any():
+            rows = frame[in_bad_plant]
+            quarantined.append(
+                quarantine_rows(
+                    table, rows, "INVALID",
+                    "plant " + rows["plant_id"].map(repr) + " has no valid time zone",
+                )
+            )
+            frame = frame[~in_bad_plant]
+        frame = frame.assign(business_date=business_dates(frame[ts_column], frame["plant_id"], zones))
+        accepted[table] = frame.reset_index(drop=True)
+
+    # counts and movements of items that do not exist cannot be valued or booked
+    known_items = accepted["items"]["item_id"]
+    for table in ("stock_counts", "movements"):
+        frame = accepted[table]
+        unknown = ~frame["item_id"].isin(known_items)
+        if unknown.any():
+            rows = frame[unknown]
+            quarantined.append(
+                quarantine_rows(
+                    table, rows, "UNKNOWN_ITEM",
+                    "item " + rows["item_id"].map(repr) + " is not in items",
+                )
+            )
+            accepted[table] = frame[~unknown].reset_index(drop=True)
+
+    quarantine = pd.concat([q for q in quarantined if not q.empty] or [empty_quarantine()], ignore_index=True)
+    for table, stat in stats.items():
+        stat.accepted = len(accepted[table])
+        stat.quarantined = int((quarantine["table"] == table).sum())
+    return Inputs(
+        plants=zones,
+        items=accepted["items"],
+        uom_conversions=accepted["uom_conversions"],
+        bom=accepted["bom"],
+        completions=accepted["completions"],
+        stock_counts=accepted["stock_counts"],
+        movements=accepted["movements"],
+        quarantine=quarantine,
+        stats=stats,
+    )
