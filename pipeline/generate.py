@@ -213,7 +213,9 @@ def _master(items: int, seed: int, bad_rows: bool) -> _Master:
         start[c] = pos
         pos += n
         width = max(4, len(str(n)))
-        ids.append(_codes(_PREFIX[c] + "-", np.arange(1, n + 1), width).to_numpy(zero_copy_only=False))
+        ids.append(
+            _codes(_PREFIX[c] + "-", np.arange(1, n + 1), width).to_numpy(zero_copy_only=False)
+        )
         cls.append(np.full(n, c, dtype=np.int64))
         if c == _RM:
             uom.append(_RM_UOM[np.arange(n) % len(_RM_UOM)])
@@ -246,7 +248,7 @@ def _master(items: int, seed: int, bad_rows: bool) -> _Master:
     cost = np.maximum(np.round(lo + u * (hi - lo), 4), 0.0001)
     phantom = (cls_a == _PH1) | (cls_a == _PH2)
     rm_i = np.arange(n_all) - start[_RM]
-    backflush = ~((cls_a == _RM) & ((rm_i % 20 == 7) | (rm_i % 40 == 13)))
+    backflush = ~((cls_a == _RM) & ((rm_i % 40 == 7) | (rm_i % 80 == 13)))
     if bad_rows:
         start[_XX] = n_all
         sizes[_XX] = len(_BAD_ITEMS)
@@ -282,8 +284,12 @@ def _conversions_table(m: _Master) -> pa.Table:
     specific = pk[(pk - m.start[_PK]) % 3 != 2]
     n = specific.size
     item = np.concatenate([np.full(5, None, dtype=object), m.ids[specific]])
-    frm = np.concatenate([np.array(["g", "kg", "mL", "L", "BOX"], dtype=object), np.full(n, "BOX", dtype=object)])
-    to = np.concatenate([np.array(["kg", "g", "L", "mL", "EA"], dtype=object), np.full(n, "EA", dtype=object)])
+    frm = np.concatenate(
+        [np.array(["g", "kg", "mL", "L", "BOX"], dtype=object), np.full(n, "BOX", dtype=object)]
+    )
+    to = np.concatenate(
+        [np.array(["kg", "g", "L", "mL", "EA"], dtype=object), np.full(n, "EA", dtype=object)]
+    )
     factor = np.concatenate([np.array([0.001, 1000.0, 0.001, 1000.0, 10.0]), np.full(n, 12.0)])
     return pa.table(
         {"item_id": item, "from_uom": frm, "to_uom": to, "factor": factor},
@@ -348,14 +354,18 @@ def _line_attrs(rng: np.random.Generator, m: _Master, comp: np.ndarray) -> Lines
     # component scrap on some positive lines; also on some by-product lines, where it is ignored
     m_scrap = (qty > 0) & (u[6] < 0.2)
     _ensure(m_scrap, qty > 0)
-    scrap[m_scrap] = np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])[(u[7][m_scrap] * 8).astype(np.int64)]
+    scrap[m_scrap] = np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])[
+        (u[7][m_scrap] * 8).astype(np.int64)
+    ]
     m_bps = bp & (u[6] < 0.3)
     _ensure(m_bps, bp)
     scrap[m_bps] = 2.0
     return {"qty": qty, "base": base, "uom": uom, "scrap": scrap}
 
 
-def _component_lines(rng: np.random.Generator, m: _Master, parent_cls: int, parents: np.ndarray) -> Lines:
+def _component_lines(
+    rng: np.random.Generator, m: _Master, parent_cls: int, parents: np.ndarray
+) -> Lines:
     """Fresh lines for `parents` (all of class `parent_cls`), following `_SPEC`."""
     par: list[np.ndarray] = []
     comp: list[np.ndarray] = []
@@ -543,7 +553,9 @@ class _Ctx:
     fg_cdf: np.ndarray
 
 
-def _context(m: _Master, seed: int, start: datetime.date, days: int, n_plants: int, file_format: str) -> _Ctx:
+def _context(
+    m: _Master, seed: int, start: datetime.date, days: int, n_plants: int, file_format: str
+) -> _Ctx:
     zones = [ZONES[p % len(ZONES)] for p in range(n_plants)]
     plant_names = [f"P{p + 1}" for p in range(n_plants)]
     loc_count = np.array([3 if p % 2 == 0 else 2 for p in range(n_plants)], dtype=np.int64)
@@ -555,7 +567,9 @@ def _context(m: _Master, seed: int, start: datetime.date, days: int, n_plants: i
         zone = ZoneInfo(tz)
         for d in range(days + 1):
             day = start + datetime.timedelta(days=d)
-            mid[p, d] = int(datetime.datetime(day.year, day.month, day.day, tzinfo=zone).timestamp())
+            mid[p, d] = int(
+                datetime.datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
+            )
     rng = _rng(seed, _S_POP)
     produced = np.concatenate([m.idx(_FG), m.idx(_SA)])
 
@@ -586,7 +600,9 @@ def _pick(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), cdf.size - 1)
 
 
-def _instants(rng: np.random.Generator, ctx: _Ctx, plant: np.ndarray, near_midnight: float) -> np.ndarray:
+def _instants(
+    rng: np.random.Generator, ctx: _Ctx, plant: np.ndarray, near_midnight: float
+) -> np.ndarray:
     """UTC epoch seconds inside the plant's local date range; a share within an hour of local midnight."""
     n = plant.size
     lo = ctx.mid[plant, 0]
@@ -601,7 +617,9 @@ def _locations(rng: np.random.Generator, ctx: _Ctx, plant: np.ndarray) -> np.nda
     return ctx.loc_start[plant] + (rng.random(plant.size) * ctx.loc_count[plant]).astype(np.int64)
 
 
-def _iso(sec: np.ndarray, null: np.ndarray, plant: np.ndarray, style: np.ndarray, zones: list[str]) -> pa.Array:
+def _iso(
+    sec: np.ndarray, null: np.ndarray, plant: np.ndarray, style: np.ndarray, zones: list[str]
+) -> pa.Array:
     """ISO 8601 strings: style 0 without offset (UTC), 1 plant-local with offset, 2 UTC with `Z`."""
     off = np.zeros(sec.size, dtype=np.int64)
     for p, tz in enumerate(zones):
@@ -612,7 +630,10 @@ def _iso(sec: np.ndarray, null: np.ndarray, plant: np.ndarray, style: np.ndarray
     base = np.datetime_as_string((sec + off).astype("datetime64[s]"), unit="s")
     uniq, inv = np.unique(off, return_inverse=True)
     labels = np.array(
-        [f"{'+' if o >= 0 else '-'}{abs(int(o)) // 3600:02d}:{abs(int(o)) % 3600 // 60:02d}" for o in uniq],
+        [
+            f"{'+' if o >= 0 else '-'}{abs(int(o)) // 3600:02d}:{abs(int(o)) % 3600 // 60:02d}"
+            for o in uniq
+        ],
         dtype=object,
     )
     suffix = np.where(style == 1, labels[inv], np.where(style == 2, "Z", "")).astype(str)
@@ -620,14 +641,20 @@ def _iso(sec: np.ndarray, null: np.ndarray, plant: np.ndarray, style: np.ndarray
 
 
 def _timestamps(
-    ctx: _Ctx, rng: np.random.Generator, plant: np.ndarray, cols: dict[str, tuple[np.ndarray, np.ndarray]]
+    ctx: _Ctx,
+    rng: np.random.Generator,
+    plant: np.ndarray,
+    cols: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, pa.Array]:
     """Timestamp columns (epoch seconds + null mask) as Parquet timestamps or CSV strings."""
     if ctx.file_format == "parquet":
         return {
-            name: pa.array(np.where(null, 0, sec) * _US, _TS, mask=null) for name, (sec, null) in cols.items()
+            name: pa.array(np.where(null, 0, sec) * _US, _TS, mask=null)
+            for name, (sec, null) in cols.items()
         }
-    style = rng.choice(3, size=plant.size, p=[0.5, 0.4, 0.1])  # one style per row, like one source system
+    style = rng.choice(
+        3, size=plant.size, p=[0.5, 0.4, 0.1]
+    )  # one style per row, like one source system
     return {name: _iso(sec, null, plant, style, ctx.zones) for name, (sec, null) in cols.items()}
 
 
@@ -639,7 +666,9 @@ def _round_by_uom(q: np.ndarray, uom: np.ndarray) -> np.ndarray:
     return out
 
 
-def _completions_chunk(ctx: _Ctx, k: int, n: int, id_offset: int, order_offset: int) -> tuple[pa.Table, int, int]:
+def _completions_chunk(
+    ctx: _Ctx, k: int, n: int, id_offset: int, order_offset: int
+) -> tuple[pa.Table, int, int]:
     rng = _rng(ctx.seed, _S_COMPL, k)
     if n >= 100:
         n_corr, n_canc, n_rep = max(1, n * 5 // 1000), max(1, n // 1000), max(1, n // 1000)
@@ -716,7 +745,9 @@ def _completions_chunk(ctx: _Ctx, k: int, n: int, id_offset: int, order_offset: 
             "qty_scrap": s_all[shuffle],
             "completed_at": ts["completed_at"],
             "recorded_at": ts["recorded_at"],
-            "order_id": pc.if_else(pa.array(order_null[src]), pa.scalar(None, pa.string()), order_ids),
+            "order_id": pc.if_else(
+                pa.array(order_null[src]), pa.scalar(None, pa.string()), order_ids
+            ),
         }
     )
     return table, nb, n_orders
@@ -739,7 +770,9 @@ def _count_keys(ctx: _Ctx, counts: int) -> tuple[np.ndarray, np.ndarray]:
     return loc[perm], item[perm]
 
 
-def _counts_chunk(ctx: _Ctx, keys: tuple[np.ndarray, np.ndarray], k: int, n: int, offset: int) -> pa.Table:
+def _counts_chunk(
+    ctx: _Ctx, keys: tuple[np.ndarray, np.ndarray], k: int, n: int, offset: int
+) -> pa.Table:
     rng = _rng(ctx.seed, _S_COUNTS, k)
     key_loc, key_item = keys
     nk = key_loc.size
@@ -820,7 +853,9 @@ def _moves_chunk(ctx: _Ctx, k: int, n: int, offset: int) -> pa.Table:
     mag_u = np.concatenate([rng.random(single), t_mag, t_mag])
     uom = m.uom[item]
     unit_scale = np.select([uom == "g"], [1000.0], 1.0)
-    qty = sign * _round_by_uom((ranges[:, 0] + mag_u * (ranges[:, 1] - ranges[:, 0])) * unit_scale, uom)
+    qty = sign * _round_by_uom(
+        (ranges[:, 0] + mag_u * (ranges[:, 1] - ranges[:, 0])) * unit_scale, uom
+    )
     qty = np.where(qty == 0, sign, qty)  # a movement always moves something
 
     perm = rng.permutation(n)
@@ -879,7 +914,9 @@ def _bad_rows(ctx: _Ctx, table: str) -> list[dict[str, Any]]:
             c("CX-PHEXP", "XFG-PHEXP"),  # NO_BOM (phantom without effective BOM)
             c("CX-CYCLE", "XFG-CYCLE"),  # BOM_CYCLE
             c("CX-NOCONV", "XFG-NOCONV"),  # NO_UOM_CONVERSION
-            c("CX-DUP", "XFG-DUP", good=5.0),  # DUPLICATE_ID: same id, same recorded_at, different qty
+            c(
+                "CX-DUP", "XFG-DUP", good=5.0
+            ),  # DUPLICATE_ID: same id, same recorded_at, different qty
             c("CX-DUP", "XFG-DUP", good=7.0),
         ]
         if csv:
@@ -923,7 +960,9 @@ def _bad_rows(ctx: _Ctx, table: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _with_bad(table: pa.Table, rows: list[dict[str, Any]], csv: bool, rng: np.random.Generator) -> pa.Table:
+def _with_bad(
+    table: pa.Table, rows: list[dict[str, Any]], csv: bool, rng: np.random.Generator
+) -> pa.Table:
     """Mix `rows` into `table` at deterministic random positions."""
     if csv:
         table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
@@ -1008,10 +1047,14 @@ def generate_landing(
     plants_t = pa.table({"plant_id": ctx.plant_ids, "timezone": pa.array(ctx.zones, pa.string())})
     result["plants"] = _write(plants_t, root / "plants" / "plants", file_format)
     result["items"] = _write(_items_table(m), root / "items" / "items", file_format)
-    result["uom_conversions"] = _write(_conversions_table(m), root / "uom_conversions" / "uom_conversions", file_format)
+    result["uom_conversions"] = _write(
+        _conversions_table(m), root / "uom_conversions" / "uom_conversions", file_format
+    )
     bom = _bom_table(m, _bom_lines(m, seed, start_day, days, plants), ctx.plant_ids.to_pylist())
     if bad_rows:
-        bom = pa.concat_tables([bom, pa.Table.from_pylist(_bad_bom_rows(m, start), schema=_SCHEMAS["bom"])])
+        bom = pa.concat_tables(
+            [bom, pa.Table.from_pylist(_bad_bom_rows(m, start), schema=_SCHEMAS["bom"])]
+        )
     result["bom"] = _write(bom, root / "bom" / "bom", file_format)
 
     state = {"ids": 0, "orders": 0}
@@ -1027,7 +1070,9 @@ def generate_landing(
     def finisher(name: str) -> Callable[[pa.Table], pa.Table] | None:
         if not bad_rows:
             return None
-        return lambda t: _with_bad(t, _bad_rows(ctx, name), csv, _rng(seed, _S_BAD, TABLES.index(name)))
+        return lambda t: _with_bad(
+            t, _bad_rows(ctx, name), csv, _rng(seed, _S_BAD, TABLES.index(name))
+        )
 
     result["completions"] = _write_chunked(
         root / "completions", completions, file_format, completions_part, finisher("completions")

@@ -50,6 +50,8 @@ class LockError(WarehouseError):
 
 def encode_segment(value: object) -> str:
     """A partition value as a safe path segment (URI-encoded: '/', '=', '..', NUL cannot escape)."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
     text = value.isoformat() if isinstance(value, dt.date) else str(value)
     encoded = urllib.parse.quote(text, safe="")
     return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
@@ -95,7 +97,10 @@ class Warehouse:
     def partition_path(self, dataset: str, partition: Mapping[str, object]) -> str:
         """The folder of one partition: dataset/col=value/... in the dataset's partition order."""
         _, columns = schemas.OUTPUT_DATASETS[dataset]
-        segments = [f"{c}={encode_segment(partition[c])}" for c in columns]
+        segments = [
+            f"{c}={encode_segment(_date(partition[c]) if PARTITION_TYPES[c] == pa.date32() else partition[c])}"
+            for c in columns
+        ]
         return self.path(dataset, *segments)
 
     # ------------------------------------------------------------------ reading

@@ -24,7 +24,9 @@ DATES = [START + datetime.timedelta(days=d) for d in range(DAYS)]
 def read(out: Path, table: str) -> pd.DataFrame:
     files = sorted((out / table).iterdir())
     if files[0].suffix == ".csv":
-        return pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in files], ignore_index=True)
+        return pd.concat(
+            [pd.read_csv(f, dtype=str, keep_default_na=False) for f in files], ignore_index=True
+        )
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
@@ -59,7 +61,10 @@ def effective(bom: pd.DataFrame, plant: str, day: datetime.date) -> pd.DataFrame
     own = set(bom.loc[bom.plant_id == plant, "parent_item_id"])
     use = bom[(bom.plant_id == plant) | (bom.plant_id.isna() & ~bom.parent_item_id.isin(own))]
     ts = pd.Timestamp(day)
-    return use[(use.valid_from.isna() | (use.valid_from <= ts)) & (use.valid_to.isna() | (use.valid_to > ts))]
+    return use[
+        (use.valid_from.isna() | (use.valid_from <= ts))
+        & (use.valid_to.isna() | (use.valid_to > ts))
+    ]
 
 
 def local_dates(df: pd.DataFrame, col: str, plants: pd.DataFrame) -> pd.Series:
@@ -74,7 +79,9 @@ def convertible(bom: pd.DataFrame, items: pd.DataFrame, conv: pd.DataFrame) -> p
     """Whether every line's uom converts to its component's base uom (same unit or a conversion row)."""
     base = bom.component_item_id.map(items.set_index("item_id").uom)
     line = bom.uom.where(bom.uom.notna(), base)
-    generic = set(zip(conv[conv.item_id.isna()].from_uom, conv[conv.item_id.isna()].to_uom, strict=True))
+    generic = set(
+        zip(conv[conv.item_id.isna()].from_uom, conv[conv.item_id.isna()].to_uom, strict=True)
+    )
     specific = set(zip(conv.item_id, conv.from_uom, conv.to_uom, strict=True))
     ok = [
         u == b or (u, b) in generic or (c, u, b) in specific
@@ -104,7 +111,9 @@ def test_deterministic(tmp_path: Path, file_format: str) -> None:
     assert c["completions"] == a["completions"]
 
 
-def test_layout_and_counts(landing: tuple[Path, dict[str, int]], bad_csv: tuple[Path, dict[str, int]]) -> None:
+def test_layout_and_counts(
+    landing: tuple[Path, dict[str, int]], bad_csv: tuple[Path, dict[str, int]]
+) -> None:
     out, counts = landing
     assert set(counts) == set(TABLES)
     for t in ("plants", "items", "uom_conversions", "bom"):
@@ -124,9 +133,9 @@ def test_layout_and_counts(landing: tuple[Path, dict[str, int]], bad_csv: tuple[
     bom = pq.read_schema(out / "bom" / "bom.parquet")
     assert bom.field("valid_from").type == pa.date32()
     assert bom.field("valid_to").type == pa.date32()
-    assert pq.read_schema(out / "stock_counts" / "part-00000.parquet").field("counted_at").type == pa.timestamp(
-        "us", tz="UTC"
-    )
+    assert pq.read_schema(out / "stock_counts" / "part-00000.parquet").field(
+        "counted_at"
+    ).type == pa.timestamp("us", tz="UTC")
     cout, ccounts = bad_csv
     for t in TABLES:
         assert len(read(cout, t)) == ccounts[t], t
@@ -141,7 +150,9 @@ def test_rerun_cleans_folders(tmp_path: Path) -> None:
 
 def test_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gen, "CHUNK_ROWS", 1000)
-    counts = generate_landing(tmp_path, **{**PARAMS, "completions": 2500, "counts": 2100, "movements": 1500})
+    counts = generate_landing(
+        tmp_path, **{**PARAMS, "completions": 2500, "counts": 2100, "movements": 1500}
+    )
     assert sorted(p.name for p in (tmp_path / "completions").iterdir()) == [
         "part-00000.parquet",
         "part-00001.parquet",
@@ -188,7 +199,9 @@ def test_every_parent_has_an_effective_bom(landing: tuple[Path, dict[str, int]])
     own = bom[bom.plant_id.notna()]
     for (plant, parent), _ in own.groupby(["plant_id", "parent_item_id"]):
         for day in DATES:
-            eff = effective(own[(own.plant_id == plant) & (own.parent_item_id == parent)], plant, day)
+            eff = effective(
+                own[(own.plant_id == plant) & (own.parent_item_id == parent)], plant, day
+            )
             assert len(eff), (plant, parent, day)
 
 
@@ -223,10 +236,18 @@ def test_bom_features(landing: tuple[Path, dict[str, int]]) -> None:
     # nested phantoms: a phantom whose BOM contains a phantom, used by a FG
     nested = bom[bom.parent_item_id.map(phantom) & bom.component_item_id.map(phantom)]
     assert len(nested)
-    assert bom[bom.parent_item_id.str.startswith("FG-")].component_item_id.isin(nested.parent_item_id).any()
+    assert (
+        bom[bom.parent_item_id.str.startswith("FG-")]
+        .component_item_id.isin(nested.parent_item_id)
+        .any()
+    )
     # 4 levels: FG -> phantom -> phantom -> raw material
-    levels = bom.merge(bom, left_on="component_item_id", right_on="parent_item_id", suffixes=("", "_2"))
-    levels = levels.merge(bom, left_on="component_item_id_2", right_on="parent_item_id", suffixes=("", "_3"))
+    levels = bom.merge(
+        bom, left_on="component_item_id", right_on="parent_item_id", suffixes=("", "_2")
+    )
+    levels = levels.merge(
+        bom, left_on="component_item_id_2", right_on="parent_item_id", suffixes=("", "_3")
+    )
     assert levels.parent_item_id.str.startswith("FG-").any()
     # plant-specific BOMs for some parents; those parents keep group lines for the other plants
     own = bom[bom.plant_id.notna()]
@@ -235,7 +256,10 @@ def test_bom_features(landing: tuple[Path, dict[str, int]]) -> None:
     assert own.parent_item_id.str.startswith("FG-").any()
     # by-products on FGs; scrap_pct on some positive lines (and some by-product lines, where it is ignored)
     byp = bom[bom.qty_per < 0]
-    assert byp.parent_item_id.str.startswith("FG-").any() and byp.component_item_id.str.startswith("BP-").all()
+    assert (
+        byp.parent_item_id.str.startswith("FG-").any()
+        and byp.component_item_id.str.startswith("BP-").all()
+    )
     assert ((bom.qty_per > 0) & (bom.scrap_pct > 0)).any()
     assert bom.scrap_pct.between(0, 5).all()
     assert (bom.qty_per != 0).all() and (bom.base_qty > 0).all()
@@ -249,14 +273,20 @@ def test_bom_features(landing: tuple[Path, dict[str, int]]) -> None:
     assert convertible(bom, items.reset_index(), conv).all()
     box_items = set(bom.loc[bom.uom == "BOX", "component_item_id"])
     specific = set(conv.loc[conv.item_id.notna() & (conv.from_uom == "BOX"), "item_id"])
-    assert box_items & specific and box_items - specific  # both the item-specific and the generic factor
+    assert (
+        box_items & specific and box_items - specific
+    )  # both the item-specific and the generic factor
     generic_box = conv[conv.item_id.isna() & (conv.from_uom == "BOX")].factor
-    assert (conv[conv.item_id.notna() & (conv.from_uom == "BOX")].factor != generic_box.iloc[0]).all()
+    assert (
+        conv[conv.item_id.notna() & (conv.from_uom == "BOX")].factor != generic_box.iloc[0]
+    ).all()
     # effectivity switch inside the range: a line ends on D and its replacement starts on D
     inside = bom[(bom.valid_to > start) & (bom.valid_to < end)]
     starts = bom[(bom.valid_from > start) & (bom.valid_from < end)]
     switch = inside.merge(
-        starts, left_on=["plant_id", "parent_item_id", "valid_to"], right_on=["plant_id", "parent_item_id", "valid_from"]
+        starts,
+        left_on=["plant_id", "parent_item_id", "valid_to"],
+        right_on=["plant_id", "parent_item_id", "valid_from"],
     )
     assert len(switch)
     assert (switch.qty_per_x != switch.qty_per_y).any()
@@ -322,7 +352,9 @@ def test_completions(landing: tuple[Path, dict[str, int]]) -> None:
     multi = c[c.completion_id.isin(n[n > 1].index)]
     repeats = multi[multi.duplicated(keep=False)].completion_id.unique()
     changed = multi.drop_duplicates()
-    changed = changed[changed.completion_id.duplicated(keep=False)].sort_values(["completion_id", "recorded_at"])
+    changed = changed[changed.completion_id.duplicated(keep=False)].sort_values(
+        ["completion_id", "recorded_at"]
+    )
     last = changed.groupby("completion_id").tail(1)
     first = changed.groupby("completion_id").head(1)
     cancels = last[(last.qty_good == 0) & (last.qty_scrap == 0)]
@@ -330,7 +362,10 @@ def test_completions(landing: tuple[Path, dict[str, int]]) -> None:
     assert len(repeats) >= 3
     assert len(cancels) >= 3
     assert len(corrections) >= 20
-    assert (corrections.qty_good.to_numpy() != first.set_index("completion_id").loc[corrections.completion_id].qty_good.to_numpy()).all()
+    assert (
+        corrections.qty_good.to_numpy()
+        != first.set_index("completion_id").loc[corrections.completion_id].qty_good.to_numpy()
+    ).all()
     assert (last.recorded_at.to_numpy() > first.recorded_at.to_numpy()).all()
     # no ambiguity in good data: the rows of an id at its latest recorded_at are identical
     rec = c.recorded_at.fillna(c.completed_at)
@@ -399,9 +434,9 @@ def test_good_data_stays_good(
         keep = pd.Series(True, index=mixed.index)
         for col in ("item_id", "parent_item_id", "completion_id", "count_id", "movement_id"):
             if col in mixed:
-                keep &= ~mixed[col].fillna("").str.startswith("X") & ~mixed[col].fillna("").str.match(
-                    r"[CKM]X-"
-                )
+                keep &= ~mixed[col].fillna("").str.startswith("X") & ~mixed[col].fillna(
+                    ""
+                ).str.match(r"[CKM]X-")
         mixed = mixed[keep]
         cols = list(good.columns)
         a = good.sort_values(cols).reset_index(drop=True)
@@ -453,7 +488,9 @@ def check_bad_cases(out: Path, csv: bool) -> None:
     # NO_BOM: an item without lines, and a FG whose phantom's lines all expired before the range
     assert (c.item_id.isin(items.item_id) & ~c.item_id.isin(bom.parent_item_id)).any()
     start = pd.Timestamp(START)
-    expired = bom.groupby("parent_item_id").valid_to.apply(lambda s: s.notna().all() and (s <= start).all())
+    expired = bom.groupby("parent_item_id").valid_to.apply(
+        lambda s: s.notna().all() and (s <= start).all()
+    )
     phantoms = set(items.loc[items.phantom, "item_id"])
     dead = set(expired[expired].index) & phantoms
     assert dead and bom[bom.component_item_id.isin(dead)].parent_item_id.isin(c.item_id).any()
@@ -514,10 +551,12 @@ def test_csv_matches_parquet(tmp_path: Path) -> None:
             assert (c[col].dropna() == p[col].dropna()).all()
         num = [col for col in p.columns if p[col].dtype == "float64"]
         assert np.allclose(c[num].to_numpy(float), p[num].to_numpy(float), equal_nan=True)
-    offsets = pd.read_csv(tmp_path / "c" / "completions" / "part-00000.csv").completed_at.str.extract(
-        r"([+-]\d\d:\d\d)$"
-    )[0]
-    assert {"+01:00", "+02:00", "-05:00", "+08:00"} <= set(offsets.dropna())  # Berlin DST both sides
+    offsets = pd.read_csv(
+        tmp_path / "c" / "completions" / "part-00000.csv"
+    ).completed_at.str.extract(r"([+-]\d\d:\d\d)$")[0]
+    assert {"+01:00", "+02:00", "-05:00", "+08:00"} <= set(
+        offsets.dropna()
+    )  # Berlin DST both sides
     for t in ("plants", "items", "uom_conversions", "bom"):
         c = pd.read_csv(tmp_path / "c" / t / f"{t}.csv")
         assert len(c) == pq.read_table(tmp_path / "p" / t).num_rows
