@@ -173,6 +173,7 @@ ERROR_CODES = (
     "BOM_CYCLE",
     "NO_UOM_CONVERSION",
     "DUPLICATE_ID",
+    "UNKNOWN_LOCATION",  # stock counts only: a location with no completions or movements
 )
 
 _ts = pa_arrow.timestamp("us", tz="UTC")

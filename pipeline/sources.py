@@ -7,7 +7,6 @@ column, an unreadable file) stops the run with a one-line `SourceError`.
 
 from __future__ import annotations
 
-import json
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +81,13 @@ def read_landing_files(landing: str | Path) -> dict[str, list[tuple[str, pd.Data
             raise SourceError(f"required table {table}: no .csv or .parquet file in {folder}")
         raw[table] = [(f"{table}/{p.name}", _read_file(p)) for p in files]
     return raw
+
+
+def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    """Raw frames per table from a SQL database (see pipeline.sql_source for bounds and naming)."""
+    from pipeline import sql_source
+
+    return sql_source.read_sql_tables(sql, **bounds)  # type: ignore[arg-type]
 
 
 def _read_file(path: Path) -> pd.DataFrame:
@@ -186,7 +192,7 @@ def _row_json(frame: pd.DataFrame) -> pd.Series:
     if frame.empty:
         return pd.Series([], dtype="str", index=frame.index)
     text = frame.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
-    return pd.Series(text.rstrip("\n").split("\n"), index=frame.index, dtype="str")
+    return pd.Series(text.rstrip("\n").split("\n"), index=frame.index, dtype="str").str.replace("\\/", "/")
 
 
 def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -562,6 +568,23 @@ def load_inputs(
                 )
             )
             accepted[table] = frame[~unknown].reset_index(drop=True)
+
+    # a count at a location where nothing is ever produced or moved is a typo, not a stock point
+    flows_at = pd.concat([accepted["completions"][["plant_id", "location_id"]],
+                          accepted["movements"][["plant_id", "location_id"]]]).drop_duplicates()
+    counts = accepted["stock_counts"]
+    known_location = counts.merge(flows_at, on=["plant_id", "location_id"], how="left", indicator=True)[
+        "_merge"].eq("both").to_numpy()
+    if not known_location.all():
+        rows = counts[~known_location]
+        quarantined.append(
+            quarantine_rows(
+                "stock_counts", rows, "UNKNOWN_LOCATION",
+                "location " + rows["location_id"].map(repr) + " of plant " + rows["plant_id"].map(repr)
+                + " has no completions or movements",
+            )
+        )
+        accepted["stock_counts"] = counts[known_location].reset_index(drop=True)
 
     quarantine = pd.concat([q for q in quarantined if not q.empty] or [empty_quarantine()], ignore_index=True)
     for table, stat in stats.items():
