@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline import job
 from pipeline.config import ConfigError, load_config
+from pipeline.progress import Progress
 from pipeline.sources import SourceError
 from pipeline.warehouse import LockError, WarehouseError
 
@@ -75,9 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # On a terminal the progress bar (stderr) speaks; elsewhere (Airflow, CI, files) structured log
+    # lines on stdout do. stderr is kept for the one-line reason of a failure.
+    interactive = sys.stderr.isatty() and not args.verbose
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if (args.quiet or interactive) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stdout,
     )
     try:
         return _dispatch(args)
@@ -86,12 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_LOCKED
     except (ConfigError, SourceError, WarehouseError, ValueError, OSError) as exc:
         if args.verbose:
-            logging.exception("run failed")
+            logging.getLogger("backflush").exception("run failed")
         print(f"backflush: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # the run stops; say why in one line, not a traceback
         if args.verbose:
-            logging.exception("run failed")
+            logging.getLogger("backflush").exception("run failed")
         print(f"backflush: unexpected {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
 
@@ -117,10 +122,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _demo(Path(args.root), quiet=args.quiet)
     config = load_config(args.config, landing=args.landing, warehouse=args.warehouse,
                          lookback_days=getattr(args, "lookback_days", None))
+    progress = Progress(quiet=args.quiet)
     if args.command == "run":
-        results = [job.run_dates(config, [args.date], plants=args.plants, dry_run=args.dry_run)]
+        results = [job.run_dates(config, [args.date], plants=args.plants, dry_run=args.dry_run, progress=progress)]
     else:
-        results = job.backfill(config, args.start, args.end, plants=args.plants, dry_run=args.dry_run)
+        results = job.backfill(config, args.start, args.end, plants=args.plants, dry_run=args.dry_run,
+                               progress=progress)
+    progress.finish()
     if not args.quiet:
         print(render_summary(results))
     return 0

@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline import __version__, consumption, ledger, sources, variance
 from pipeline.config import Config
+from pipeline.progress import SILENT, Progress
 from pipeline.sources import Inputs
 from pipeline.warehouse import Transaction, Warehouse
 
@@ -84,6 +85,7 @@ def run_dates(
     command: str = "run",
     inputs: Inputs | None = None,
     late_data: bool = True,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Process business dates for plants and publish every output, all or nothing.
 
@@ -92,7 +94,10 @@ def run_dates(
     """
     started = pd.Timestamp.now(tz="UTC").floor("us")
     run_id = new_run_id(started)
-    inputs = inputs if inputs is not None else read_inputs(config)
+    progress = progress or SILENT
+    if inputs is None:
+        progress.stage("read", source="sql" if config.sql is not None else config.landing)
+        inputs = read_inputs(config)
     scope_plants = plants_in_scope(inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
     requested = sorted(set(dates))
@@ -108,7 +113,8 @@ def run_dates(
         txn = warehouse.begin(run_id, scope_plants)
         try:
             result = _process(config, inputs, warehouse, txn, scope, requested, scope_plants,
-                              fingerprints, run_id, started, command)
+                              fingerprints, run_id, started, command, progress)
+            progress.stage("commit" if not dry_run else "dry-run: nothing written", files=len(txn.moves))
             result.dry_run = dry_run
             if dry_run:
                 txn.abort()
@@ -149,8 +155,10 @@ def _process(
     run_id: str,
     started: pd.Timestamp,
     command: str,
+    progress: Progress,
 ) -> RunResult:
     completions = _in_scope(inputs.completions, scope)
+    progress.stage("explode", completions=len(completions), plants=len(plants), dates=scope["business_date"].nunique())
     demand, flows, explode_quarantine = consumption.explode_completions(
         completions, inputs.bom, inputs.items, inputs.uom_conversions
     )
@@ -161,15 +169,15 @@ def _process(
     postings = ledger.postings_delta(adjustments, posted, scope, inputs.items, run_id=run_id, posted_at=started)
 
     counts = variance.variance_scope(inputs, scope, config)
+    progress.stage("variance", counts=len(counts.counts))
     variance_rows = variance.count_variance(inputs, counts, config)
     accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, plants, config, started)
 
     run_date = max(requested) if requested else dt.date.today()
     quarantine = _quarantine_in_scope(inputs.quarantine, explode_quarantine, scope, plants, run_date, run_id)
 
-    partition_scope = [{"plant_id": p, "business_date": d} for p, d in zip(scope["plant_id"], scope["business_date"], strict=True)]
-    txn.replace("consumption", consumed, partition_scope, sort_by=["location_id", "item_id", "component_item_id"])
-    txn.replace("adjustments", adjustments, partition_scope, sort_by=["location_id", "item_id", "kind"])
+    progress.stage("write", partitions=len(scope))
+    _stage_daily_outputs(txn, progress, scope, consumed, adjustments, postings, quarantine, demand)
     for plant, rows in postings.groupby("plant_id", sort=True):
         txn.put("postings", {"plant_id": plant}, rows.drop(columns="plant_id"),
                 file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
@@ -255,17 +263,45 @@ def _write_quarantine(
     """One file per plant (and one for rows without a plant) in each (table, business_date) partition."""
     file_of = quarantine["plant_id"].map(lambda p: f"part-{_file_token(p)}.parquet", na_action="ignore")
     quarantine = quarantine.assign(_file=file_of.fillna(GLOBAL_FILE))
+    groups = dict(iter(quarantine.groupby(["table", "business_date", "_file"], sort=False)))
     sort_by = ["source_key", "error_code"]
+    empty = quarantine.iloc[0:0]
     for table in INPUT_TABLES:
         for plant, date in zip(scope["plant_id"], scope["business_date"], strict=True):
             name = f"part-{_file_token(plant)}.parquet"
-            rows = quarantine[(quarantine["table"] == table) & (quarantine["business_date"] == date)
-                              & (quarantine["_file"] == name)]
-            _put_or_delete(txn, table, date, rows, name, sort_by)
+            _put_or_delete(txn, table, date, groups.get((table, date, name), empty), name, sort_by)
         date = pd.Timestamp(run_date)
-        rows = quarantine[(quarantine["table"] == table) & (quarantine["business_date"] == date)
-                          & (quarantine["_file"] == GLOBAL_FILE)]
-        _put_or_delete(txn, table, date, rows, GLOBAL_FILE, sort_by)
+        _put_or_delete(txn, table, date, groups.get((table, date, GLOBAL_FILE), empty), GLOBAL_FILE, sort_by)
+
+
+def _stage_daily_outputs(
+    txn: Transaction, progress: Progress, scope: pd.DataFrame, consumed: pd.DataFrame,
+    adjustments: pd.DataFrame, postings: pd.DataFrame, quarantine: pd.DataFrame, demand: pd.DataFrame,
+) -> None:
+    """Stage consumption and adjustments per (plant, business date), one progress step each."""
+    day = ["plant_id", "business_date"]
+    by_day = {name: dict(iter(frame.groupby(day, sort=False))) for name, frame in
+              (("consumption", consumed), ("adjustments", adjustments))}
+    sort_by = {"consumption": ["location_id", "item_id", "component_item_id"],
+               "adjustments": ["location_id", "item_id", "kind"]}
+    completions = demand.groupby(day)["completions"].sum().to_dict()
+    posted = postings.groupby(day).size().to_dict()
+    rejected = quarantine[quarantine["table"] == "completions"].groupby(day).size().to_dict()
+    progress.start_steps(len(scope), "partition")
+    for plant, date in zip(scope["plant_id"], scope["business_date"], strict=True):
+        partition = {"plant_id": plant, "business_date": date}
+        for name in ("consumption", "adjustments"):
+            rows = by_day[name].get((plant, date))
+            if rows is None or rows.empty:
+                txn.delete(name, partition)
+            else:
+                txn.put(name, partition, rows.drop(columns=day), sort_by=sort_by[name])
+        adjustment_rows = by_day["adjustments"].get((plant, date))
+        progress.step(plant=plant, business_date=f"{date:%Y-%m-%d}",
+                      completions=int(completions.get((plant, date), 0)),
+                      adjustments=0 if adjustment_rows is None else len(adjustment_rows),
+                      postings=int(posted.get((plant, date), 0)),
+                      quarantined=int(rejected.get((plant, date), 0)))
 
 
 def _put_or_delete(txn: Transaction, table: str, date: object, rows: pd.DataFrame, name: str,
@@ -337,18 +373,21 @@ def backfill(
     *,
     plants: Sequence[str] | None = None,
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> list[RunResult]:
     """Process every date of [start, end] in order; the landing data is read once for the range.
 
     Dates are committed in batches of `config.date_batch_days` (one run each), oldest first.
     """
     dates = date_range(start, end)
+    progress = progress or SILENT
+    progress.stage("read", source="sql" if config.sql is not None else config.landing)
     inputs = read_inputs(config)
     results = []
     step = max(1, config.date_batch_days)
     for i in range(0, len(dates), step):
         results.append(run_dates(config, dates[i:i + step], plants=plants, dry_run=dry_run,
-                                 command="backfill", inputs=inputs, late_data=False))
+                                 command="backfill", inputs=inputs, late_data=False, progress=progress))
     return results
 
 
