@@ -119,6 +119,15 @@ def _as_text(values: pd.Series) -> pd.Series:
     return text.where(text != "")
 
 
+def _is_text(values: pd.Series) -> bool:
+    return values.dtype == object or pd.api.types.is_string_dtype(values.dtype)
+
+
+def _present(values: pd.Series) -> pd.Series:
+    """Whether a value was given (a blank string is no value); typed columns are never stringified."""
+    return _as_text(values).notna() if _is_text(values) else values.notna()
+
+
 def _coerce_str(values: pd.Series) -> pd.Series:
     return _as_text(values)
 
@@ -221,7 +230,7 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
                 typed[column] = _default_column(kind, default, len(raw))
                 continue
             values = _COERCE[kind](raw[column])
-            present = _as_text(raw[column]).notna() if kind != "str" else values.notna()
+            present = _present(raw[column]) if kind != "str" else values.notna()
             failed = present & values.isna()
             if failed.any():
                 shown = raw[column].astype("str").str.slice(0, 60)
