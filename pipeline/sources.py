@@ -32,6 +32,7 @@ QUARANTINE_COLUMNS = [
 _TRUE = frozenset({"true", "t", "1", "yes", "y"})
 _FALSE = frozenset({"false", "f", "0", "no", "n"})
 _VALID_ZONES = frozenset(zoneinfo.available_timezones())
+_SURROGATES = "[\udc80-\udcff]"
 
 
 class SourceError(RuntimeError):
@@ -95,8 +96,10 @@ def _read_file(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".csv":
             if path.stat().st_size == 0:
                 return pd.DataFrame()
+            # undecodable bytes survive as surrogates and make their rows INVALID, not the whole file
             return pd.read_csv(
-                path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8"
+                path, dtype=object, keep_default_na=False, na_values=[""], encoding="utf-8",
+                encoding_errors="surrogateescape",
             )
         return pq.read_table(path).to_pandas()
     except UnicodeDecodeError as exc:
@@ -224,6 +227,12 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
         raw = raw.reset_index(drop=True)
         typed = pd.DataFrame(index=raw.index)
         problems = pd.Series("", index=raw.index, dtype="str")
+        for column in raw.columns:
+            if _is_text(raw[column]):
+                undecodable = raw[column].str.contains(_SURROGATES, regex=True, na=False)
+                if undecodable.any():
+                    problems = problems.where(~undecodable, problems + str(column) + " holds bytes that are not UTF-8; ")
+                    raw[column] = raw[column].str.replace(_SURROGATES, "\ufffd", regex=True)
         for column, kind in kinds.items():
             if column not in raw.columns:
                 default = defaults.get(column)

@@ -117,8 +117,10 @@ def test_crash_during_publication_is_rolled_forward(two_days: tuple[Path, Path],
     day = postings[postings["business_date"] == "2026-01-06"]
     # 8 received then reversed: the ledger sums to the cancelled state (0) exactly once
     assert day.groupby("kind")["qty_delta"].sum().to_dict() == {"backflush_issue": 0.0, "production_receipt": 0.0}
+    # a cancelled completion contributes nothing: the day's adjustments partition is gone
     adjustments = wh.read("adjustments")
-    assert adjustments[adjustments["business_date"] == "2026-01-06"]["qty"].tolist() == [0.0, 0.0]
+    assert adjustments[adjustments["business_date"] == "2026-01-06"].empty
+    assert not (root / "warehouse/adjustments/plant_id=P1/business_date=2026-01-06").exists()
 
 
 def test_rerun_gives_identical_outputs(two_days: tuple[Path, Path]) -> None:
