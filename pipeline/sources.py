@@ -228,7 +228,7 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
         typed = pd.DataFrame(index=raw.index)
         problems = pd.Series("", index=raw.index, dtype="str")
         for column in raw.columns:
-            if _is_text(raw[column]):
+            if raw[column].dtype == object:  # only Python strings can hold undecodable bytes (Arrow's cannot)
                 undecodable = raw[column].str.contains(_SURROGATES, regex=True, na=False)
                 if undecodable.any():
                     problems = problems.where(~undecodable, problems + str(column) + " holds bytes that are not UTF-8; ")
