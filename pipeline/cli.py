@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--bad-rows", action="store_true", help="add rows of every quarantine code")
     gen.add_argument("--format", choices=["parquet", "csv"], default="parquet")
 
+    report = sub.add_parser("report", help="write a self-contained HTML report of a period (opens offline)")
+    report.add_argument("--warehouse", help="warehouse root: a folder or an object-store URI")
+    report.add_argument("--config", help="config file (TOML); default $BACKFLUSH_CONFIG")
+    report.add_argument("--from", dest="start", type=_date, required=True, help="first business date YYYY-MM-DD")
+    report.add_argument("--to", dest="end", type=_date, required=True, help="last business date (inclusive)")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--plant", action="append", dest="plants", help="report only this plant (repeatable)")
+
     demo = sub.add_parser("demo", help="generate demo data under data/demo, backfill two weeks, print a summary")
     demo.add_argument("--root", default=str(DEMO_ROOT), help="where the demo landing and warehouse go")
     return parser
@@ -120,6 +128,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "demo":
         return _demo(Path(args.root), quiet=args.quiet)
+    if args.command == "report":
+        from pipeline.report import write_report
+
+        report_config = load_config(args.config, warehouse=args.warehouse)
+        figures = write_report(report_config.warehouse, args.start, args.end, args.out, plants=args.plants)
+        if not args.quiet:
+            share = "n/a" if figures.share_over_tolerance is None else f"{figures.share_over_tolerance:.1%}"
+            print(f"report {args.out}: {figures.counts_checked:,} counts checked, {share} over tolerance, "
+                  f"net variance value {figures.variance_value:,.2f}")
+        return 0
     config = load_config(args.config, landing=args.landing, warehouse=args.warehouse,
                          lookback_days=getattr(args, "lookback_days", None))
     progress = Progress(quiet=args.quiet)

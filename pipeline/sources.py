@@ -33,6 +33,7 @@ _TRUE = frozenset({"true", "t", "1", "yes", "y"})
 _FALSE = frozenset({"false", "f", "0", "no", "n"})
 _VALID_ZONES = frozenset(zoneinfo.available_timezones())
 _SURROGATES = "[\udc80-\udcff]"
+EVENT_TIME = {"completions": "completed_at", "stock_counts": "counted_at", "movements": "moved_at"}
 
 
 class SourceError(RuntimeError):
@@ -228,7 +229,8 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
         typed = pd.DataFrame(index=raw.index)
         problems = pd.Series("", index=raw.index, dtype="str")
         for column in raw.columns:
-            if raw[column].dtype == object:  # only Python strings can hold undecodable bytes (Arrow's cannot)
+            # only Python strings (CSV) can hold undecodable bytes; Arrow strings cannot
+            if raw[column].dtype == object and pd.api.types.infer_dtype(raw[column], skipna=True) == "string":
                 undecodable = raw[column].str.contains(_SURROGATES, regex=True, na=False)
                 if undecodable.any():
                     problems = problems.where(~undecodable, problems + str(column) + " holds bytes that are not UTF-8; ")
@@ -382,6 +384,7 @@ def empty_quarantine() -> pd.DataFrame:
             "error_code": pd.Series([], dtype="str"),
             "message": pd.Series([], dtype="str"),
             "row": pd.Series([], dtype="str"),
+            "event_at": pd.Series([], dtype="datetime64[us, UTC]"),
         }
     )
 
@@ -415,6 +418,9 @@ def _quarantine_frame(
 ) -> pd.DataFrame:
     plant = rows["plant_id"] if "plant_id" in rows.columns else pd.Series(None, index=rows.index)
     date = rows["business_date"] if "business_date" in rows.columns else pd.Series(pd.NaT, index=rows.index)
+    moment = EVENT_TIME.get(table)
+    event_at = (rows[moment] if moment in rows.columns and isinstance(rows[moment].dtype, pd.DatetimeTZDtype)
+                else pd.Series(pd.NaT, index=rows.index, dtype="datetime64[us, UTC]"))
     frame = pd.DataFrame(
         {
             "table": table,
@@ -424,6 +430,7 @@ def _quarantine_frame(
             "error_code": code,
             "message": message,
             "row": row_json,
+            "event_at": event_at.astype("datetime64[us, UTC]"),
         },
         index=rows.index,
     )
@@ -605,6 +612,11 @@ def load_inputs(
         accepted["stock_counts"] = counts[known_location].reset_index(drop=True)
 
     quarantine = pd.concat([q for q in quarantined if not q.empty] or [empty_quarantine()], ignore_index=True)
+    # a rejected row whose plant and moment could be read belongs to its own business date
+    undated = quarantine["business_date"].isna() & quarantine["event_at"].notna() & quarantine["plant_id"].notna()
+    if undated.any():
+        rows = quarantine[undated]
+        quarantine.loc[undated, "business_date"] = business_dates(rows["event_at"], rows["plant_id"], zones)
     for table, stat in stats.items():
         stat.accepted = len(accepted[table])
         stat.quarantined = int((quarantine["table"] == table).sum())
