@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline import job
 from pipeline.config import ConfigError, load_config
@@ -208,7 +209,8 @@ def render_summary(results: Sequence[job.RunResult]) -> str:
         lines.append(f"variance:         {v['counts']:,} counts, {v['checked']:,} checked, "
                      f"{v['over_tolerance']:,} over tolerance, {v['baselines']:,} baselines, "
                      f"net value {v['variance_value']:,.2f}")
-        for row in v.get("top", []):
+        top_variances: list[dict[str, Any]] = v.get("top", [])  # type: ignore[assignment]
+        for row in top_variances:
             lines.append(f"  {row['count_id']:<14} {row['plant_id']}/{row['location_id']} {row['item_id']:<14} "
                          f"{row['variance_qty']:>12,.3f} {row['uom']:<4} {row['variance_value']:>12,.2f}")
     flags = last.bom_accuracy_flags
