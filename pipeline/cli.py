@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pipeline import job
 from pipeline.config import ConfigError, load_config
 from pipeline.progress import Progress
 from pipeline.sources import SourceError
-from pipeline.warehouse import LockError, WarehouseError
+from pipeline.warehouse import LockError, Warehouse, WarehouseError
 
 EXIT_FAILED = 1
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the plant; try again later
@@ -154,14 +155,19 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _demo(root: Path, *, quiet: bool) -> int:
-    from pipeline.generate import generate_landing
+    from pipeline.generate import calibrate_counts, generate_landing
 
     landing, warehouse = root / "landing", root / "warehouse"
     generate_landing(landing, items=40, completions=20_000, days=DEMO_DAYS, seed=42, start=DEMO_START,
                      bad_rows=True, file_format="csv")
-    config = load_config(None, landing=str(landing), warehouse=str(warehouse))
     end = DEMO_START + dt.timedelta(days=DEMO_DAYS - 1)
-    results = job.backfill(config, DEMO_START, end)
+    # counts that look like a real shop floor: book stock plus small deviations (see calibrate_counts)
+    with tempfile.TemporaryDirectory() as scratch:
+        first = load_config(None, landing=str(landing), warehouse=scratch)
+        job.backfill(first, DEMO_START, end)
+        calibrate_counts(landing, Warehouse(scratch).read("variance"), seed=42)
+    config = load_config(None, landing=str(landing), warehouse=str(warehouse))
+    results = job.backfill(config, DEMO_START, end, progress=Progress(quiet=quiet))
     if not quiet:
         print(f"demo: landing {landing}, warehouse {warehouse}, {DEMO_START} .. {end}")
         print(render_summary(results))
