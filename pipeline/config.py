@@ -35,7 +35,7 @@ class Tolerances:
 class SqlSource:
     """Input tables read from a SQL database instead of landing files."""
 
-    url: str | None = None  # SQLAlchemy URL; may come from the environment instead
+    url: str | None = field(default=None, repr=False)  # SQLAlchemy URL (secret); prefer url_env
     url_env: str | None = None  # name of an environment variable holding the URL
     conn_id: str | None = None  # Airflow connection id (resolved by the DAG layer)
     schema: str | None = None

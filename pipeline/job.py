@@ -58,13 +58,40 @@ def new_run_id(now: pd.Timestamp) -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
 
 
-def read_inputs(config: Config) -> Inputs:
-    """Read and validate every input table from the configured source."""
-    if config.sql is not None:
-        raw = sources.read_sql_tables(config.sql)
-    else:
+def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> Inputs:
+    """Read and validate every input table from the configured source.
+
+    Landing files are read whole. A SQL source given the dates to process pulls only what they
+    need: completions and movements from the look-back window (and, for completions, every
+    version recorded after the last run's watermark), widened to the oldest previous count of the
+    counts those dates reconcile; master data and counts whole.
+    """
+    if config.sql is None:
         raw = sources.read_landing_files(config.landing)
-    return sources.load_inputs(raw, timezone_overrides=config.plant_timezones)
+        return sources.load_inputs(raw, timezone_overrides=config.plant_timezones)
+    if not dates:
+        return sources.load_inputs(sources.read_sql_tables(config.sql), timezone_overrides=config.plant_timezones)
+    # a plant's business date D lies within [D - 1 day, D + 2 days) in UTC, whatever its zone
+    since = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days + 1), tz="UTC")
+    until = pd.Timestamp(max(dates) + dt.timedelta(days=2), tz="UTC")
+    watermark = _last_watermark(Warehouse(config.warehouse))
+    while True:
+        raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark)
+        inputs = sources.load_inputs(raw, timezone_overrides=config.plant_timezones)
+        counts = inputs.stock_counts
+        days = pd.to_datetime(pd.Series(sorted(dates))).astype("datetime64[ns]")
+        reconciled = counts[counts["business_date"].isin(days)]
+        opened = variance.with_previous_count(counts).merge(reconciled[["count_id"]], on="count_id")
+        oldest = opened["previous_counted_at"].min()
+        if pd.isna(oldest) or oldest >= since:
+            return inputs
+        since = oldest.floor("D")
+
+
+def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:
+    runs = warehouse.read("runs", columns=["status", "watermark_recorded_at"])
+    done = runs[runs["status"] == "ok"]["watermark_recorded_at"].dropna()
+    return None if done.empty else done.max()
 
 
 def plants_in_scope(inputs: Inputs, requested: Sequence[str] | None, config: Config) -> list[str]:
@@ -97,7 +124,7 @@ def run_dates(
     progress = progress or SILENT
     if inputs is None:
         progress.stage("read", source="sql" if config.sql is not None else config.landing)
-        inputs = read_inputs(config)
+        inputs = read_inputs(config, dates)
     scope_plants = plants_in_scope(inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
     requested = sorted(set(dates))
@@ -382,7 +409,7 @@ def backfill(
     dates = date_range(start, end)
     progress = progress or SILENT
     progress.stage("read", source="sql" if config.sql is not None else config.landing)
-    inputs = read_inputs(config)
+    inputs = read_inputs(config, dates)
     results = []
     step = max(1, config.date_batch_days)
     for i in range(0, len(dates), step):

@@ -7,6 +7,11 @@ deletes the partitions that became empty. A crash before the journal leaves the 
 was; a crash after it is rolled forward by the next run (`recover`). Readers never see half a
 file: each partition is one file, replaced whole. Paths starting with `_` are invisible to
 pyarrow, pandas, DuckDB and Spark dataset discovery.
+
+On an object store (`s3://bucket/prefix`, see pipeline.objectstore) the same protocol holds with
+object operations: a "move" is a server-side copy then a delete of the staged object (a single
+object replace is atomic for readers), there are no directories to create or prune, and the plant
+locks are conditional PUTs. A warehouse URI is only ever printed redacted.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import datetime as dt
 import json
 import os
 import socket
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pyarrow as pa
@@ -38,6 +45,9 @@ PARTITION_TYPES: dict[str, pa.DataType] = {
 }
 DATA_FILE = "part-0.parquet"
 ROW_GROUP_SIZE = 256 * 1024
+#: Tests only: a commit pauses after this many file moves so a test can kill it half-way
+#: (tests/test_objectstore.py); unset in production.
+PAUSE_AFTER_MOVES_ENV = "BACKFLUSH_TEST_PAUSE_AFTER_MOVES"
 
 
 class WarehouseError(RuntimeError):
@@ -67,7 +77,7 @@ def _date(value: object) -> dt.date:
     return dt.date.fromisoformat(str(value))
 
 
-@dataclass
+@dataclass(repr=False)
 class Warehouse:
     """A warehouse root: a local folder or an object-store URI understood by pyarrow."""
 
@@ -77,19 +87,35 @@ class Warehouse:
 
     def __post_init__(self) -> None:
         if "://" in self.uri and not self.uri.startswith("file://"):
-            try:
-                self.filesystem, self.root = pafs.FileSystem.from_uri(self.uri)
-            except (pa.ArrowException, ValueError) as exc:
-                raise WarehouseError(f"warehouse {self.uri!r} cannot be opened: {exc}") from exc
+            from pipeline import objectstore  # only needed for object stores
+
+            self.filesystem, self.root = objectstore.open_filesystem(self.uri)
         else:
             path = self.uri[len("file://"):] if self.uri.startswith("file://") else self.uri
             self.filesystem = pafs.LocalFileSystem()
             self.root = str(Path(path).resolve())
         self.root = self.root.rstrip("/")
 
+    def __repr__(self) -> str:
+        return f"Warehouse({self.display_uri!r})"
+
     @property
     def is_local(self) -> bool:
         return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    @property
+    def display_uri(self) -> str:
+        """The root as it may be printed or logged (credentials redacted)."""
+        if self.is_local:
+            return self.uri
+        from pipeline import objectstore
+
+        return objectstore.redact_uri(self.uri)
+
+    def _make_parent(self, path: str) -> None:
+        """Create the folder of `path`; object stores have no folders (pyarrow would write markers)."""
+        if self.is_local:
+            self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -147,14 +173,14 @@ class Warehouse:
         return Transaction(self, run_id, sorted(set(plants)))
 
     def _write_bytes_atomically(self, path: str, payload: bytes) -> None:
-        self.filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        self._make_parent(path)
         if self.is_local:
             tmp = path + ".tmp"
             with self.filesystem.open_output_stream(tmp) as out:
                 out.write(payload)
             os.replace(tmp, path)
         else:
-            with self.filesystem.open_output_stream(path) as out:
+            with self.filesystem.open_output_stream(path) as out:  # one PUT: all or nothing
                 out.write(payload)
 
     def recover(self, plants: Iterable[str] | None = None) -> list[str]:
@@ -178,12 +204,16 @@ class Warehouse:
 
     def _apply(self, journal: Mapping[str, object]) -> None:
         fs = self.filesystem
-        for staged, final in journal["moves"]:  # type: ignore[misc]
+        moved = 0
+        moves = cast("list[tuple[str, str]]", journal["moves"])
+        for staged, final in moves:
             if fs.get_file_info(staged).type == pafs.FileType.NotFound:
                 continue  # moved before the crash
-            fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-            fs.move(staged, final)
-        for final in journal["deletes"]:  # type: ignore[union-attr]
+            self._make_parent(final)
+            fs.move(staged, final)  # S3: copy, then delete the staged object; a crash between is redone
+            moved += 1
+            _pause_for_tests(moved)
+        for final in cast("list[str]", journal["deletes"]):
             if fs.get_file_info(final).type != pafs.FileType.NotFound:
                 fs.delete_file(final)
                 self._prune_empty_dirs(final.rsplit("/", 1)[0])
@@ -265,13 +295,23 @@ class Warehouse:
         """A lock whose process is gone (same host only: elsewhere we cannot tell)."""
         if holder.get("host") != socket.gethostname():
             return False
+        pid = holder.get("pid")
+        if not isinstance(pid, int):
+            return False
         try:
-            os.kill(int(holder["pid"]), 0)  # type: ignore[arg-type]
+            os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        except (PermissionError, ValueError, TypeError):
+        except (PermissionError, ValueError, TypeError, OverflowError):
             return False
         return False
+
+
+def _pause_for_tests(moved: int) -> None:
+    """Crash-test hook: with $BACKFLUSH_TEST_PAUSE_AFTER_MOVES=N, announce and sleep after N moves."""
+    if os.environ.get(PAUSE_AFTER_MOVES_ENV) == str(moved):
+        print(f"{PAUSE_AFTER_MOVES_ENV}: paused after {moved} moves", file=sys.stderr, flush=True)
+        time.sleep(600)
 
 
 def _create_exclusive_object(warehouse: Warehouse, path: str, payload: bytes) -> bool:
@@ -295,7 +335,7 @@ class Transaction:
 
     def _stage(self, table: pa.Table) -> str:
         staged = self.warehouse.path("_staging", encode_segment(self.run_id), f"{len(self.moves):06d}.parquet")
-        self.warehouse.filesystem.create_dir(staged.rsplit("/", 1)[0], recursive=True)
+        self.warehouse._make_parent(staged)
         pq.write_table(table, staged, filesystem=self.warehouse.filesystem, compression="zstd",
                        row_group_size=ROW_GROUP_SIZE, write_statistics=True)
         return staged
