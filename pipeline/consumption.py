@@ -92,6 +92,8 @@ def explode_completions(
     completions: pd.DataFrame, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Completions -> (demand, component flows, quarantine of completions that cannot explode)."""
+    # a cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error
+    completions = completions[(completions["qty_good"] + completions["qty_scrap"]) > 0]
     boundaries = bom.effectivity_boundaries(bom_table)
     tagged, keys = with_explosion_keys(completions, boundaries)
     lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions), sorted(keys["plant_id"].unique()))

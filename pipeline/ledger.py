@@ -57,9 +57,11 @@ def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame) 
     byproducts["qty"] = -byproducts["qty"]
     byproducts["kind"] = "byproduct_receipt"
     out = pd.concat([receipts, issues, byproducts], ignore_index=True)
-    out["qty"] = round_half_away(out["qty"], out["item_id"].map(master["uom_decimals"]))
+    # .astype: on an empty frame, map() keeps the key's string dtype
+    decimals = out["item_id"].map(master["uom_decimals"]).astype("float64")
+    out["qty"] = pd.Series(round_half_away(out["qty"].astype("float64"), decimals), index=out.index)
     out["uom"] = out["item_id"].map(master["uom"])
-    out["value"] = out["qty"] * out["item_id"].map(master["standard_cost"])
+    out["value"] = out["qty"] * out["item_id"].map(master["standard_cost"]).astype("float64")
     out["completions"] = out["completions"].astype("int64")
     out["adjustment_id"] = stable_ids(
         out["plant_id"], out["business_date"].dt.strftime("%Y-%m-%d"), out["location_id"], out["item_id"], out["kind"]
@@ -86,8 +88,11 @@ def postings_delta(
         posted=("qty_delta", "sum"), posted_uom=("uom", "last")
     )
     wanted = current[ADJUSTMENT_KEY + ["qty", "uom", "adjustment_id"]]
+    if wanted.empty and posted.empty:
+        # nothing wanted, nothing posted (and pandas cannot merge two chunk-less Arrow string keys)
+        return _empty_postings()
     both = wanted.merge(posted, on=ADJUSTMENT_KEY, how="outer")
-    decimals = both["item_id"].map(items.set_index("item_id")["uom_decimals"]).fillna(9)
+    decimals = both["item_id"].map(items.set_index("item_id")["uom_decimals"]).astype("float64").fillna(9)
     delta = round_half_away(both["qty"].fillna(0.0) - both["posted"].fillna(0.0), decimals)
     both["qty_delta"] = delta
     both = both[np.abs(delta) > 0].copy()
@@ -99,6 +104,14 @@ def postings_delta(
     both["run_id"] = run_id
     both["posting_id"] = stable_ids(both["run_id"], both["adjustment_id"])
     both["posted_at"] = posted_at
-    columns = ["posting_id", "run_id", "plant_id", "business_date", "adjustment_id", "location_id", "item_id",
-               "kind", "qty_delta", "uom", "posted_at"]
-    return both[columns].sort_values(ADJUSTMENT_KEY).reset_index(drop=True)
+    return both[POSTING_COLUMNS].sort_values(ADJUSTMENT_KEY).reset_index(drop=True)
+
+
+POSTING_COLUMNS = ["posting_id", "run_id", "plant_id", "business_date", "adjustment_id", "location_id",
+                   "item_id", "kind", "qty_delta", "uom", "posted_at"]
+
+
+def _empty_postings() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series([], dtype="str") for c in POSTING_COLUMNS})
+    return frame.astype({"business_date": "datetime64[ns]", "qty_delta": "float64",
+                         "posted_at": "datetime64[us, UTC]"})

@@ -33,68 +33,120 @@ class CountScope:
 
 # ------------------------------------------------------------------ late data (semantics 6)
 
+_FINGERPRINT_COLUMNS = {
+    "completions": ["completion_id", "location_id", "item_id", "qty_good", "qty_scrap", "completed_at",
+                    "recorded_at"],
+    "movements": ["movement_id", "location_id", "item_id", "qty", "moved_at"],
+    # a count that arrives late is late data too: its own row, and the window of the count after it
+    "stock_counts": ["count_id", "location_id", "item_id", "counted_qty", "counted_at"],
+}
+
 
 def input_fingerprints(inputs: Inputs, plants: list[str]) -> pd.DataFrame:
-    """An order-independent hash of the completions and movements of each (plant, business date)."""
+    """An order-independent hash (a string) of the completions, movements and stock counts of each
+    (plant, business date).
+
+    Each row's 64-bit hash is split into two 32-bit halves that are summed exactly (no float, no
+    overflow), so any changed, added or removed row changes the fingerprint.
+    """
     parts = []
-    for frame, columns in (
-        (inputs.completions, ["completion_id", "location_id", "item_id", "qty_good", "qty_scrap",
-                              "completed_at", "recorded_at"]),
-        (inputs.movements, ["movement_id", "location_id", "item_id", "qty", "moved_at"]),
-    ):
+    for table, columns in _FINGERPRINT_COLUMNS.items():
+        frame = getattr(inputs, table)
         rows = frame[frame["plant_id"].isin(plants)]
         if rows.empty:
             continue
-        hashed = pd.util.hash_pandas_object(rows[columns], index=False).to_numpy()
+        hashed = pd.util.hash_pandas_object(rows[columns], index=False).to_numpy(dtype="uint64")
         parts.append(pd.DataFrame({"plant_id": rows["plant_id"].to_numpy(),
                                    "business_date": rows["business_date"].to_numpy(),
-                                   "h": (hashed % np.uint64(2**31)).astype("int64")}))
+                                   "hi": (hashed >> np.uint64(32)).astype("int64"),
+                                   "lo": (hashed & np.uint64(0xFFFFFFFF)).astype("int64")}))
     if not parts:
         return pd.DataFrame({"plant_id": pd.Series([], dtype="str"),
                              "business_date": pd.Series([], dtype="datetime64[ns]"),
-                             "fingerprint": pd.Series([], dtype="int64")})
+                             "fingerprint": pd.Series([], dtype="str")})
     both = pd.concat(parts, ignore_index=True)
-    out = both.groupby(["plant_id", "business_date"], as_index=False).agg(fingerprint=("h", "sum"),
-                                                                          rows=("h", "size"))
-    out["fingerprint"] = out["fingerprint"] * 1_000_003 + out["rows"]
-    return out.drop(columns="rows")
+    out = both.groupby(["plant_id", "business_date"], as_index=False).agg(
+        hi=("hi", "sum"), lo=("lo", "sum"), rows=("hi", "size"))
+    out["fingerprint"] = (out["rows"].astype("str") + ":" + out["hi"].astype("str") + ":"
+                          + out["lo"].astype("str"))
+    return out.drop(columns=["hi", "lo", "rows"])
 
 
-def recorded_fingerprints(history: pd.DataFrame) -> pd.DataFrame:
-    """The latest fingerprint that any successful run recorded per (plant, business date)."""
-    ok = history[history["status"] == "ok"].sort_values("started_at")
-    rows: dict[tuple[str, str], str] = {}
-    for text in ok["input_fingerprints"].dropna():  # one entry per run, not per data row
-        for key, value in json.loads(text).items():
+NO_ROWS = "<none>"  # the fingerprint of a (plant, date) without input rows
+
+
+def recorded_fingerprints(history: pd.DataFrame, window: list[pd.Timestamp] | None = None) -> pd.DataFrame:
+    """The reference fingerprint of each (plant, business date) that late data is judged against.
+
+    It is what the date's inputs were when a successful run last *processed* it (a run records
+    the fingerprints of every date of its plants, but only those in its `business_dates` were
+    recomputed: a change that a run merely saw is still pending). A date no run ever processed
+    is judged against the plant's first run: what existed before the pipeline started is not
+    late, what arrived after it is. `window`: only these dates are needed.
+    """
+    ok = history[history["status"] == "ok"].sort_values("started_at", kind="stable")
+    wanted = None if window is None else {d.date() for d in window}
+    first_seen: dict[tuple[str, dt.date], str] = {}
+    processed: dict[tuple[str, dt.date], str] = {}
+    started: set[str] = set()
+    # one iteration per run, not per data row; a run's JSON is parsed only when it matters
+    for plants, dates, text in zip(ok["plants"], ok["business_dates"], ok["input_fingerprints"], strict=True):
+        run_plants = [str(p) for p in _as_list(plants)]
+        new_plants = [p for p in run_plants if p not in started]
+        run_dates = [d for d in map(_as_date, _as_list(dates)) if wanted is None or d in wanted]
+        if not new_plants and not run_dates:
+            continue
+        recorded = json.loads(text) if isinstance(text, str) and text else {}
+        for key, value in recorded.items():
             plant, date = key.rsplit("|", 1)
-            rows[(plant, date)] = value
+            day = dt.date.fromisoformat(date)
+            if plant in new_plants and (wanted is None or day in wanted):
+                first_seen[(plant, day)] = str(value)
+        for plant in run_plants:
+            for day in run_dates:
+                processed[(plant, day)] = str(recorded.get(f"{plant}|{day:%Y-%m-%d}", NO_ROWS))
+        started.update(new_plants)
+    reference = {**first_seen, **processed}
     return pd.DataFrame(
         {
-            "plant_id": pd.Series([k[0] for k in rows], dtype="str"),
-            "business_date": pd.to_datetime(pd.Series([k[1] for k in rows], dtype="str")).astype("datetime64[ns]"),
-            "recorded": pd.Series(list(rows.values()), dtype="str"),
+            "plant_id": pd.Series([k[0] for k in reference], dtype="str"),
+            "business_date": pd.Series([pd.Timestamp(k[1]) for k in reference], dtype="datetime64[ns]"),
+            "recorded": pd.Series(list(reference.values()), dtype="str"),
         }
     )
+
+
+def _as_list(value: object) -> list[object]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return list(value)  # type: ignore[call-overload]
+
+
+def _as_date(value: object) -> dt.date:
+    return pd.Timestamp(value).date()  # type: ignore[arg-type]
 
 
 def changed_dates(
     fingerprints: pd.DataFrame, history: pd.DataFrame, requested: list[dt.date], lookback_days: int
 ) -> pd.DataFrame:
-    """Earlier dates within the look-back whose inputs differ from what the last runs saw.
+    """Earlier dates within the look-back whose inputs differ from their reference fingerprint
+    (see `recorded_fingerprints`): new, corrected or removed completions, movements or counts.
 
     Only plants that have run before are checked: a first run processes what it was asked for.
     """
+    none = pd.DataFrame({"plant_id": pd.Series([], dtype="str"),
+                         "business_date": pd.Series([], dtype="datetime64[ns]")})
     if not requested or lookback_days <= 0 or history.empty:
-        return pd.DataFrame({"plant_id": pd.Series([], dtype="str"),
-                             "business_date": pd.Series([], dtype="datetime64[ns]")})
-    recorded = recorded_fingerprints(history)
+        return none
+    ran = {str(p) for plants in history.loc[history["status"] == "ok", "plants"] for p in _as_list(plants)}
     window = _lookback_window(requested, lookback_days)
+    recorded = recorded_fingerprints(history, window)
     current = fingerprints[fingerprints["business_date"].isin(window)]
-    seen = recorded[recorded["business_date"].isin(window)]
-    both = current.merge(seen, on=["plant_id", "business_date"], how="outer")
-    both = both[both["plant_id"].isin(set(recorded["plant_id"]))]
-    differs = both["fingerprint"].astype("Int64").astype("str") != both["recorded"].fillna("<none>")
-    differs &= ~(both["fingerprint"].isna() & both["recorded"].isna())
+    if current.empty and recorded.empty:
+        return none
+    both = current.astype({"fingerprint": "str"}).merge(recorded, on=["plant_id", "business_date"], how="outer")
+    both = both[both["plant_id"].isin(ran)]
+    differs = both["fingerprint"].fillna(NO_ROWS) != both["recorded"].fillna(NO_ROWS)
     return both.loc[differs, ["plant_id", "business_date"]].drop_duplicates().reset_index(drop=True)
 
 
@@ -110,32 +162,43 @@ def _lookback_window(requested: list[dt.date], lookback_days: int) -> list[pd.Ti
 
 
 def with_previous_count(counts: pd.DataFrame) -> pd.DataFrame:
-    """Each count with the time and quantity of the count before it at the same (plant, location, item)."""
+    """Each count with the time, quantity and business date of the count before it at the same
+    (plant, location, item)."""
     ordered = counts.sort_values(STOCK_KEY + ["counted_at", "count_id"], kind="stable").reset_index(drop=True)
-    previous = ordered.groupby(STOCK_KEY, sort=False)[["counted_at", "counted_qty"]].shift(1)
-    return ordered.assign(previous_counted_at=previous["counted_at"], opening_qty=previous["counted_qty"])
+    previous = ordered.groupby(STOCK_KEY, sort=False)[["counted_at", "counted_qty", "business_date"]].shift(1)
+    return ordered.assign(previous_counted_at=previous["counted_at"], opening_qty=previous["counted_qty"],
+                          previous_count_date=previous["business_date"].astype("datetime64[ns]"))
 
 
 def variance_scope(inputs: Inputs, scope: pd.DataFrame, config: Config) -> CountScope:
-    """Counts dated in the scope, plus later counts (up to the last requested date) whose window
-    reaches back into a recomputed date; every count of each touched (plant, count_date)."""
-    counts = with_previous_count(inputs.stock_counts)
-    counts = counts.rename(columns={"business_date": "count_date"})
-    plants = set(scope["plant_id"])
-    counts = counts[counts["plant_id"].isin(plants)]
-    last = scope["business_date"].max() if not scope.empty else pd.NaT
-    first_touched = scope.groupby("plant_id")["business_date"].min()
-    in_scope = counts.merge(scope.rename(columns={"business_date": "count_date"}), on=["plant_id", "count_date"],
-                            how="left", indicator=True)["_merge"].eq("both").to_numpy()
-    starts = counts["plant_id"].map(first_touched)
-    window_start = counts["previous_counted_at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
-    reaches_back = counts["previous_counted_at"].notna() & (window_start <= starts + pd.Timedelta(days=1)) & (
-        counts["count_date"] >= starts) & (counts["count_date"] <= last)
-    touched = counts[in_scope | reaches_back.to_numpy()][["plant_id", "count_date"]].drop_duplicates()
-    partitions = pd.concat([touched, scope.rename(columns={"business_date": "count_date"})], ignore_index=True)
+    """The counts a run recomputes: those dated in the scope, and every later count (whatever its
+    own date) whose window (previous count, count] contains a recomputed business date, since a
+    variance row is recomputed whenever a flow in its window changes; with every other count of
+    each (plant, count_date) partition they fall in, since partitions are rewritten whole.
+
+    A window's flows lie on business dates from the previous count's date to the count's date,
+    so a count is touched when the first recomputed date on or after its previous count's date
+    is on or before its own date.
+    """
+    counts = with_previous_count(inputs.stock_counts).rename(columns={"business_date": "count_date"})
+    counts = counts[counts["plant_id"].isin(set(scope["plant_id"]))].reset_index(drop=True)
+    dates = scope.rename(columns={"business_date": "count_date"})[["plant_id", "count_date"]]
+    in_scope = counts[["plant_id", "count_date"]].merge(dates.assign(_in=True), on=["plant_id", "count_date"],
+                                                        how="left")["_in"].fillna(False).to_numpy(dtype=bool)
+    reaches = np.zeros(len(counts), dtype=bool)
+    windows = counts.loc[counts["previous_count_date"].notna(), ["plant_id", "previous_count_date", "count_date"]]
+    if not windows.empty and not dates.empty:
+        touched = dates.rename(columns={"count_date": "touched"}).sort_values("touched", kind="stable")
+        found = pd.merge_asof(windows.reset_index().sort_values("previous_count_date", kind="stable"), touched,
+                              left_on="previous_count_date", right_on="touched", by="plant_id",
+                              direction="forward", allow_exact_matches=True)
+        hit = found.loc[found["touched"].notna() & (found["touched"] <= found["count_date"]), "index"]
+        reaches[hit.to_numpy(dtype="int64")] = True
+    touched_partitions = counts.loc[in_scope | reaches, ["plant_id", "count_date"]]
+    partitions = pd.concat([touched_partitions, dates], ignore_index=True)
     partitions = partitions.drop_duplicates().sort_values(["plant_id", "count_date"]).reset_index(drop=True)
     chosen = counts.merge(partitions, on=["plant_id", "count_date"], how="inner")
-    return CountScope(counts=chosen, scope=partitions)
+    return CountScope(counts=chosen.drop(columns="previous_count_date"), scope=partitions)
 
 
 # ------------------------------------------------------------------ book stock and variance
@@ -143,7 +206,7 @@ def variance_scope(inputs: Inputs, scope: pd.DataFrame, config: Config) -> Count
 
 def count_variance(inputs: Inputs, scope: CountScope, config: Config) -> pd.DataFrame:
     """One `variance` row per count in scope (plus plant_id and count_date for partitioning)."""
-    counts = scope.counts
+    counts = scope.counts.reset_index(drop=True)  # _cumulative_at aligns on position
     if counts.empty:
         return _empty_variance()
     breaks = pd.concat(
@@ -214,11 +277,11 @@ def finish_variance(counts: pd.DataFrame, decimals: pd.Series, tolerances: Toler
         out["backflushed"] & (out["theoretical_usage_qty"] != 0))
     over = pd.Series(True, index=out.index)
     if tolerances.abs_qty is not None:
-        over &= variance.abs() > tolerances.abs_qty
+        over &= _beyond(variance, tolerances.abs_qty)
     if tolerances.abs_value is not None:
-        over &= value.abs() > tolerances.abs_value
+        over &= _beyond(value, tolerances.abs_value)
     if tolerances.pct is not None:
-        over &= pct.isna() | (pct.abs() > tolerances.pct)
+        over &= pct.isna() | _beyond(pct, tolerances.pct)
     out["book_qty"] = book
     out["variance_qty"] = variance
     out["variance_value"] = value
@@ -232,6 +295,12 @@ def finish_variance(counts: pd.DataFrame, decimals: pd.Series, tolerances: Toler
         if column != "counted_qty":
             out[column] = out[column].where(~baseline)
     return out.reset_index(drop=True)
+
+
+def _beyond(values: pd.Series, bound: float) -> pd.Series:
+    """|values| > bound, ignoring float noise: a variance of exactly the tolerance (0.07 * 100 is
+    7.000000000000001 in binary) is within it."""
+    return pd.Series(np.round(np.abs(values.to_numpy(dtype="float64")), 9) > bound, index=values.index)
 
 
 def _empty_variance() -> pd.DataFrame:
@@ -266,35 +335,47 @@ def bom_accuracy(
 ) -> pd.DataFrame:
     """Per plant and backflushed component: actual vs theoretical usage over its trailing counts.
 
-    actual usage = theoretical usage − variance (a shortfall at the count was used). The
-    realised scrap rate is what the planned scrap would have to be for the BOM to match:
-    (1 + planned/100) × actual/theoretical − 1. A component is flagged `bom_qty_low` or
-    `bom_qty_high` when, over at least 3 counts, the usage variance has the same sign every time
-    and the pooled deviation exceeds the percent tolerance; `insufficient_counts` below 3.
+    Over the last `config.bom_accuracy_counts` checked counts of the component at the plant (all
+    locations; counts without theoretical usage tell nothing about the BOM and are skipped):
+
+    - actual usage = theoretical usage − variance (a shortfall at the count was used);
+    - usage_ratio = Σ actual / Σ theoretical: pooled, so a count is weighted by its volume;
+    - realised_scrap_pct = (1 + planned_scrap_pct/100) × usage_ratio − 1, in %: the scrap factor
+      that would have made the BOM match. Counts cannot tell a wrong quantity from a wrong scrap
+      factor; this is the one number that corrects either.
+
+    flag, judged against the percent tolerance (`tolerances.pct`, 5 % when unset):
+    `insufficient_counts` below 3 counts; `bom_qty_low` (the BOM understates usage: more was
+    used) when the pooled deviation (usage_ratio − 1) × 100 AND the median of the counts' own
+    usage variances both exceed +tolerance; `bom_qty_high` when both are below −tolerance;
+    else `ok`. The median makes the flag mean "persistently off": one bad count (a lost pallet,
+    a late receipt) moves the pooled figure but not the median, and one count of the opposite
+    sign does not hide a BOM that is wrong in most counts.
     """
     rows = variance_rows[(variance_rows["status"] != "baseline") & variance_rows["backflushed"].astype(bool)
                          & (variance_rows["theoretical_usage_qty"] > 0)]
     if rows.empty:
         return pd.DataFrame(columns=["plant_id", *_ACCURACY_COLUMNS])
-    rows = rows.sort_values(["plant_id", "item_id", "counted_at"], kind="stable")
+    rows = rows.sort_values(["plant_id", "item_id", "counted_at", "count_id"], kind="stable")
     rows = rows.groupby(["plant_id", "item_id"], sort=False).tail(max(1, config.bom_accuracy_counts))
     rows = rows.assign(actual=rows["theoretical_usage_qty"] - rows["variance_qty"],
-                       positive=(rows["variance_qty"] < 0).astype(int), negative=(rows["variance_qty"] > 0).astype(int))
+                       pct=-rows["variance_qty"] / rows["theoretical_usage_qty"] * 100.0)
     g = rows.groupby(["plant_id", "item_id"], as_index=False).agg(
         uom=("uom", "last"), counts=("count_id", "size"), first_counted_at=("counted_at", "min"),
         last_counted_at=("counted_at", "max"), theoretical_usage_qty=("theoretical_usage_qty", "sum"),
-        actual_usage_qty=("actual", "sum"), more_used=("positive", "sum"), less_used=("negative", "sum"),
+        actual_usage_qty=("actual", "sum"), median_pct=("pct", "median"),
     )
     g = g.merge(planned_scrap, on=["plant_id", "item_id"], how="left")
-    g["planned_scrap_pct"] = g["planned_scrap_pct"].fillna(0.0)
+    g["planned_scrap_pct"] = g["planned_scrap_pct"].astype("float64").fillna(0.0)
     g["usage_ratio"] = g["actual_usage_qty"] / g["theoretical_usage_qty"]
     g["realised_scrap_pct"] = ((1 + g["planned_scrap_pct"] / 100.0) * g["usage_ratio"] - 1) * 100.0
     deviation = (g["usage_ratio"] - 1) * 100.0
-    tolerance = config.tolerances.pct if config.tolerances.pct is not None else 5.0
-    enough = g["counts"] >= 3
+    tolerance = config.tolerances.pct if config.tolerances.pct is not None else DEFAULT_ACCURACY_PCT
+    pooled_over, median_over = _beyond(deviation, tolerance), _beyond(g["median_pct"], tolerance)
     flag = np.select(
-        [~enough, (g["more_used"] == g["counts"]) & (deviation > tolerance),
-         (g["less_used"] == g["counts"]) & (deviation < -tolerance)],
+        [g["counts"] < MIN_ACCURACY_COUNTS,
+         pooled_over & median_over & (deviation > 0) & (g["median_pct"] > 0),
+         pooled_over & median_over & (deviation < 0) & (g["median_pct"] < 0)],
         ["insufficient_counts", "bom_qty_low", "bom_qty_high"], default="ok",
     )
     g["flag"] = flag
@@ -303,6 +384,8 @@ def bom_accuracy(
     return g[["plant_id", *_ACCURACY_COLUMNS]].reset_index(drop=True)
 
 
+MIN_ACCURACY_COUNTS = 3  # fewer counts are an anecdote, not an estimate
+DEFAULT_ACCURACY_PCT = 5.0
 _ACCURACY_COLUMNS = [
     "component_item_id", "uom", "counts", "first_counted_at", "last_counted_at", "theoretical_usage_qty",
     "actual_usage_qty", "usage_ratio", "planned_scrap_pct", "realised_scrap_pct", "flag", "as_of",
