@@ -20,11 +20,11 @@ from pipeline import __version__, consumption, ledger, sources, variance
 from pipeline.config import Config
 from pipeline.progress import SILENT, Progress
 from pipeline.sources import Inputs
-from pipeline.warehouse import Transaction, Warehouse
+from pipeline.warehouse import Transaction, Warehouse, encode_segment
 
 log = logging.getLogger("backflush")
 INPUT_TABLES = ("plants", "items", "uom_conversions", "bom", "completions", "stock_counts", "movements")
-GLOBAL_FILE = "part-_global.parquet"
+GLOBAL_FILE = "part-global.parquet"  # quarantine rows without a plant (master data)
 
 
 @dataclass
@@ -140,7 +140,7 @@ def run_dates(
         txn = warehouse.begin(run_id, scope_plants)
         try:
             result = _process(config, inputs, warehouse, txn, scope, requested, scope_plants,
-                              fingerprints, run_id, started, command, progress)
+                              fingerprints, history, run_id, started, command, progress)
             progress.stage("commit" if not dry_run else "dry-run: nothing written", files=len(txn.moves))
             result.dry_run = dry_run
             if dry_run:
@@ -179,6 +179,7 @@ def _process(
     requested: list[dt.date],
     plants: list[str],
     fingerprints: pd.DataFrame,
+    history: pd.DataFrame,
     run_id: str,
     started: pd.Timestamp,
     command: str,
@@ -213,7 +214,7 @@ def _process(
                                             zip(count_scope["plant_id"], count_scope["count_date"], strict=True)],
                 sort_by=["location_id", "item_id", "counted_at"])
     txn.replace("bom_accuracy", accuracy, [{"plant_id": p} for p in plants], sort_by=["component_item_id"])
-    _write_quarantine(txn, quarantine, scope, plants, run_date)
+    _write_quarantine(txn, warehouse, quarantine, scope, plants, run_date)
 
     finished = pd.Timestamp.now(tz="UTC").floor("us")
     result = RunResult(
@@ -224,7 +225,7 @@ def _process(
         business_dates=sorted({d.date() for d in scope["business_date"]}),
         plants=plants,
         rows_read={t: s.read for t, s in inputs.stats.items()},
-        rows_accepted={t: s.accepted for t, s in inputs.stats.items()},
+        rows_accepted={t: s.accepted - int((explode_quarantine["table"] == t).sum()) for t, s in inputs.stats.items()},
         rows_quarantined={t: int((quarantine["table"] == t).sum()) for t in INPUT_TABLES},
         rows_superseded={t: s.superseded for t, s in inputs.stats.items()},
         started_at=started,
@@ -241,7 +242,9 @@ def _process(
         if not accuracy.empty else {}
     result.rows_written = dict(txn.rows_written)
     result.rows_written.setdefault("runs", 1)
-    txn.put_file("runs", f"run-{run_id}.parquet", _runs_row(result, fingerprints, inputs))
+    ran_before = {str(p) for plants_of_run in history.loc[history["status"] == "ok", "plants"] for p in plants_of_run}
+    first_run = set(plants) - ran_before
+    txn.put_file("runs", f"run-{run_id}.parquet", _runs_row(result, fingerprints, inputs, first_run))
     result.rows_written = dict(txn.rows_written)
     result.partitions = dict(txn.partitions)
     return result
@@ -270,35 +273,58 @@ def _quarantine_in_scope(
     read_rejects: pd.DataFrame, explode_rejects: pd.DataFrame, scope: pd.DataFrame, plants: list[str],
     run_date: dt.date, run_id: str,
 ) -> pd.DataFrame:
-    """Rejected rows of the processed window: plant rows of scope dates; undated and master rows on the run date."""
+    """Rejected rows of the processed window, each with the file it goes to (`_file`).
+
+    A row with a plant and a business date goes to that date's partition, in its plant's file. A
+    row whose date cannot be read (with its plant's `undated` file) or that has no plant (master
+    data: the `global` file) goes to the run's date, and only there: the same file is removed from
+    the table's other dates, so a row rejected night after night is one row, not one per night.
+    """
     rows = pd.concat([read_rejects, explode_rejects], ignore_index=True)
     rows["business_date"] = pd.to_datetime(rows["business_date"]).astype("datetime64[ns]")
     undated = rows["business_date"].isna()
     no_plant = rows["plant_id"].isna()
-    rows.loc[undated, "business_date"] = pd.Timestamp(run_date)
     dated = rows[~undated & ~no_plant].merge(scope, on=["plant_id", "business_date"], how="inner")
-    floating = rows[(undated & (no_plant | rows["plant_id"].isin(plants))) | (no_plant & ~undated)]
-    floating = floating.assign(business_date=pd.Timestamp(run_date))
+    dated["_file"] = dated["plant_id"].map(plant_file)
+    floating = rows[(undated | no_plant) & (no_plant | rows["plant_id"].isin(plants))].copy()
+    floating["_file"] = floating["plant_id"].map(undated_file, na_action="ignore").astype("object").fillna(GLOBAL_FILE)
+    floating["business_date"] = pd.Timestamp(run_date)
     out = pd.concat([dated, floating], ignore_index=True)
     out["run_id"] = run_id
     return out.drop_duplicates(subset=["table", "source_key", "error_code", "message", "row"]).reset_index(drop=True)
 
 
+def plant_file(plant: str) -> str:
+    """The quarantine file of a plant's dated rows within a (table, business_date) partition."""
+    return f"part-p-{encode_segment(plant)}.parquet"
+
+
+def undated_file(plant: str) -> str:
+    """The quarantine file of a plant's rows whose business date cannot be read."""
+    return f"part-u-{encode_segment(plant)}.parquet"
+
+
 def _write_quarantine(
-    txn: Transaction, quarantine: pd.DataFrame, scope: pd.DataFrame, plants: list[str], run_date: dt.date
+    txn: Transaction, warehouse: Warehouse, quarantine: pd.DataFrame, scope: pd.DataFrame, plants: list[str],
+    run_date: dt.date,
 ) -> None:
-    """One file per plant (and one for rows without a plant) in each (table, business_date) partition."""
-    file_of = quarantine["plant_id"].map(lambda p: f"part-{_file_token(p)}.parquet", na_action="ignore")
-    quarantine = quarantine.assign(_file=file_of.fillna(GLOBAL_FILE))
+    """Stage every quarantine file of the processed window (see `_quarantine_in_scope`)."""
     groups = dict(iter(quarantine.groupby(["table", "business_date", "_file"], sort=False)))
     sort_by = ["source_key", "error_code"]
     empty = quarantine.iloc[0:0]
+    day = pd.Timestamp(run_date)
+    floating_files = [GLOBAL_FILE] + [undated_file(p) for p in plants]
+    moved_away = {name: warehouse.partitions_with_file("quarantine", name) for name in floating_files}
     for table in INPUT_TABLES:
         for plant, date in zip(scope["plant_id"], scope["business_date"], strict=True):
-            name = f"part-{_file_token(plant)}.parquet"
+            name = plant_file(plant)
             _put_or_delete(txn, table, date, groups.get((table, date, name), empty), name, sort_by)
-        date = pd.Timestamp(run_date)
-        _put_or_delete(txn, table, date, groups.get((table, date, GLOBAL_FILE), empty), GLOBAL_FILE, sort_by)
+        for name in floating_files:
+            _put_or_delete(txn, table, day, groups.get((table, day, name), empty), name, sort_by)
+            for partition in moved_away[name]:
+                if partition.get("table") == table and partition.get("business_date") != f"{run_date:%Y-%m-%d}":
+                    txn.delete("quarantine", {"table": table, "business_date": partition["business_date"]},
+                               file_name=name)
 
 
 def _stage_daily_outputs(
@@ -340,12 +366,6 @@ def _put_or_delete(txn: Transaction, table: str, date: object, rows: pd.DataFram
         txn.put("quarantine", partition, rows, file_name=name, sort_by=sort_by)
 
 
-def _file_token(plant: str) -> str:
-    from pipeline.warehouse import encode_segment
-
-    return encode_segment(plant)
-
-
 def _top_components(consumed: pd.DataFrame, items: pd.DataFrame, n: int = 5) -> list[dict[str, object]]:
     if consumed.empty:
         return []
@@ -356,9 +376,12 @@ def _top_components(consumed: pd.DataFrame, items: pd.DataFrame, n: int = 5) -> 
     return top.to_dict("records")
 
 
-def _runs_row(result: RunResult, fingerprints: pd.DataFrame, inputs: Inputs) -> pd.DataFrame:
+def _runs_row(result: RunResult, fingerprints: pd.DataFrame, inputs: Inputs, first_run: set[str]) -> pd.DataFrame:
+    """The run's row; fingerprints of the dates it processed (of every date on a plant's first run)."""
     watermark = inputs.completions["recorded_at"].max() if not inputs.completions.empty else pd.NaT
-    fp = fingerprints[fingerprints["plant_id"].isin(result.plants)]
+    processed = pd.to_datetime(pd.Series(result.business_dates, dtype="object")).astype("datetime64[ns]")
+    fp = fingerprints[fingerprints["plant_id"].isin(result.plants)
+                      & (fingerprints["business_date"].isin(processed) | fingerprints["plant_id"].isin(first_run))]
     fp_json = json.dumps(
         {f"{p}|{d:%Y-%m-%d}": str(h) for p, d, h in zip(fp["plant_id"], fp["business_date"], fp["fingerprint"], strict=True)},
         sort_keys=True,

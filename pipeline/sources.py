@@ -33,6 +33,8 @@ _TRUE = frozenset({"true", "t", "1", "yes", "y"})
 _FALSE = frozenset({"false", "f", "0", "no", "n"})
 _VALID_ZONES = frozenset(zoneinfo.available_timezones())
 _SURROGATES = "[\udc80-\udcff]"
+_EARLIEST = pd.Timestamp("1700-01-01", tz="UTC")
+_LATEST = pd.Timestamp("2260-01-01", tz="UTC")
 EVENT_TIME = {"completions": "completed_at", "stock_counts": "counted_at", "movements": "moved_at"}
 
 
@@ -161,12 +163,15 @@ def _coerce_bool(values: pd.Series) -> pd.Series:
 def _coerce_timestamp(values: pd.Series) -> pd.Series:
     """UTC timestamps; a value without an offset is UTC."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.as_unit("us")
+        stamps = values.dt.tz_convert("UTC").dt.as_unit("us")
+        return stamps.where((stamps >= _EARLIEST) & (stamps < _LATEST))
     if pd.api.types.is_datetime64_dtype(values.dtype):
-        return values.dt.tz_localize("UTC").dt.as_unit("us")
+        stamps = values.dt.tz_localize("UTC").dt.as_unit("us")
+        return stamps.where((stamps >= _EARLIEST) & (stamps < _LATEST))
     text = _as_text(values)
-    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-    return parsed.dt.as_unit("us")
+    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce").dt.as_unit("us")
+    # years outside 1678..2261 cannot be dated in every time zone: not a production timestamp
+    return parsed.where((parsed >= _EARLIEST) & (parsed < _LATEST))
 
 
 def _coerce_date(values: pd.Series) -> pd.Series:
@@ -209,7 +214,7 @@ def _row_json(frame: pd.DataFrame) -> pd.Series:
 
 
 def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Typed rows of one table (defaults applied) and INVALID rows whose values cannot be typed."""
+    """Typed, checked rows of one table (defaults applied) and the INVALID rows, with their original values."""
     kinds = schemas.column_kinds(table)
     required = schemas.required_columns(table)
     defaults = schemas.column_defaults(table)
@@ -253,20 +258,22 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
                 values = values.where(values.notna() | failed, _default_column(kind, default, len(raw)))
             typed[column] = values
         typed["_source"] = source + ":" + (raw.index + 2).astype("str")  # header is line 1
+        raw = raw.assign(_source=typed["_source"])
         bad = problems != ""
         if bad.any():
-            rows = raw[bad].copy()
-            rows["_source"] = typed.loc[bad, "_source"]
             bad_parts.append(
                 _quarantine_frame(
                     table,
                     typed[bad],
                     "INVALID",
                     problems[bad].str.rstrip("; "),
-                    _row_json(rows),
+                    _row_json(raw[bad]),
                 )
             )
-        typed_parts.append(typed[~bad])
+        valid, failed_checks = validate_table(table, _finalise_dtypes(table, typed[~bad]), raw[~bad])
+        typed_parts.append(valid)
+        if not failed_checks.empty:
+            bad_parts.append(failed_checks)
     typed_all = (
         pd.concat(typed_parts, ignore_index=True) if typed_parts else _empty_typed(table)
     )
@@ -315,8 +322,13 @@ def _finalise_dtypes(table: str, typed: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ validation
 
 
-def validate_table(table: str, typed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the table's pandera checks; failing rows become INVALID quarantine rows."""
+def validate_table(
+    table: str, typed: pd.DataFrame, raw: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the table's pandera checks; failing rows become INVALID quarantine rows.
+
+    raw: the same rows as read (same index), so the quarantine keeps the original values.
+    """
     model = schemas.INPUT_MODELS[table]
     kinds = schemas.column_kinds(table)
     checked = typed.copy()
@@ -343,7 +355,8 @@ def validate_table(table: str, typed: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     messages = row_cases.groupby("index", sort=True)["text"].agg("; ".join)
     bad_index = messages.index
     bad_rows = typed.loc[bad_index]
-    quarantine = _quarantine_frame(table, bad_rows, "INVALID", messages, _row_json(bad_rows))
+    original = raw.loc[bad_index] if raw is not None else bad_rows
+    quarantine = _quarantine_frame(table, bad_rows, "INVALID", messages, _row_json(original))
     return typed.drop(index=bad_index), quarantine
 
 
@@ -511,7 +524,7 @@ def plant_timezones(
 
 def business_dates(timestamps: pd.Series, plant_ids: pd.Series, zones: pd.DataFrame) -> pd.Series:
     """The calendar date of each UTC timestamp in its plant's time zone (naive midnight)."""
-    zone_of = plant_ids.map(dict(zip(zones["plant_id"], zones["timezone"], strict=True))).fillna("UTC")
+    zone_of = plant_ids.map(dict(zip(zones["plant_id"], zones["timezone"], strict=True))).astype("object").fillna("UTC")
     out = pd.Series(pd.NaT, index=timestamps.index, dtype="datetime64[ns]")
     for zone in zone_of.unique():
         mask = zone_of == zone
@@ -534,16 +547,15 @@ def load_inputs(
     stats: dict[str, TableStats] = {}
     for table in schemas.INPUT_MODELS:
         files = list(raw.get(table, []))
-        typed, bad_types = coerce_table(table, files)
-        valid, bad_checks = validate_table(table, typed)
-        stat = TableStats(read=len(typed) + len(bad_types))
+        valid, bad_rows = coerce_table(table, files)
+        stat = TableStats(read=len(valid) + len(bad_rows))
         if table == "completions":
             valid, dupes, superseded = latest_completions(valid)
         else:
             valid, dupes, superseded = _dedupe_by_key(table, valid)
         stat.superseded = superseded
         accepted[table] = valid.reset_index(drop=True)
-        quarantined.extend([bad_types, bad_checks, dupes])
+        quarantined.extend([bad_rows, dupes])
         stats[table] = stat
 
     plants = accepted["plants"]
@@ -562,6 +574,9 @@ def load_inputs(
     seen: set[str] = set()
     for table in ("completions", "stock_counts", "movements", "bom"):
         seen |= set(accepted[table]["plant_id"].dropna().unique())
+    for rejects in quarantined:  # a plant whose every row was rejected is still a plant
+        plant_rows = rejects["table"].isin(["completions", "stock_counts", "movements"])
+        seen |= set(rejects.loc[plant_rows, "plant_id"].dropna())
     zones = plant_timezones(accepted["plants"], seen - bad_plants, timezone_overrides)
 
     for table, ts_column in (("completions", "completed_at"), ("stock_counts", "counted_at"), ("movements", "moved_at")):

@@ -160,6 +160,19 @@ class Warehouse:
                 frame[name] = pd.to_datetime(frame[name]).astype("datetime64[ns]")
         return frame
 
+    def partitions_with_file(self, dataset: str, file_name: str) -> list[dict[str, str]]:
+        """Every partition of a dataset that holds a file of this name (partition values as in the path)."""
+        folder = self.path(dataset)
+        infos = self.filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=True))
+        found = []
+        for info in infos:
+            if info.type != pafs.FileType.File or info.base_name != file_name:
+                continue
+            segments = info.path[len(folder) + 1:].split("/")[:-1]
+            if all("=" in seg for seg in segments):
+                found.append({k: urllib.parse.unquote(v) for k, v in (seg.split("=", 1) for seg in segments)})
+        return found
+
     def partition_files(self, dataset: str, partition: Mapping[str, object]) -> list[str]:
         """The data files now in one partition folder."""
         folder = self.partition_path(dataset, partition)

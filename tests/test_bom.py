@@ -298,9 +298,6 @@ def test_explosion_errors_leave_no_trace_in_outputs(errors: Path) -> None:
     assert set(read(errors, "quarantine")["source_key"]) == set(ERROR_CASES)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pipeline/job.py _process: rows_accepted counts completions later quarantined by the explosion, "
-    "so they are counted as accepted and as quarantined (9 read, 9 accepted, 8 quarantined)"))
 def test_runs_row_counts_each_completion_once(errors: Path) -> None:
     runs = read(errors, "runs").iloc[0]
     read_, accepted, quarantined, superseded = (dict(runs[c])["completions"] for c in (

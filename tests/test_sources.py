@@ -133,32 +133,17 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-LEAD_MASTER_REJECTS = (
-    "pipeline/job.py _quarantine_in_scope/_write_quarantine: a rejected row without a business date "
-    "(items, bom, uom_conversions, plants; unreadable timestamps) is written to the partition of each "
-    "run's date, and older runs' copies stay: one copy per daily run"
-)
-
-
 def test_dated_reject_is_one_row_in_its_own_business_date(two_days: Path) -> None:
     q = read(two_days, "quarantine")
     rows = q[q["source_key"] == "B_NUM"]
     assert rows["business_date"].tolist() == [pd.Timestamp(DAY)]  # completed_at is readable: 03-02
 
 
-@pytest.mark.xfail(reason=LEAD_MASTER_REJECTS, strict=True)
 def test_master_reject_is_one_row_across_daily_runs(two_days: Path) -> None:
     q = read(two_days, "quarantine")
     assert (q["source_key"] == "BAD_DEC").sum() == 1
 
 
-LEAD_UNSEEN_PLANT = (
-    "pipeline/sources.py load_inputs: `seen` plants come from accepted rows only, so a plant whose "
-    "rows are all rejected is not in the run's plants and job._quarantine_in_scope drops its rejects"
-)
-
-
-@pytest.mark.xfail(reason=LEAD_UNSEEN_PLANT, strict=True)
 def test_plant_seen_only_in_rejected_rows_still_gets_its_quarantine(tmp_path: Path) -> None:
     landing = make_landing(tmp_path, items=ITEMS, bom=BOM, completions=[completion("B_ONLY", "1x")])
     result = run(tmp_path, landing, [DAY])
