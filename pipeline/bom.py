@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 MAX_LEVELS = 64
-ERROR_PRIORITY = {"UNKNOWN_ITEM": 0, "BOM_CYCLE": 1, "NO_BOM": 2, "NO_UOM_CONVERSION": 3}
+ERROR_PRIORITY = {"UNKNOWN_ITEM": 0, "INVALID": 1, "BOM_CYCLE": 2, "NO_BOM": 3, "NO_UOM_CONVERSION": 4}
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,15 @@ def conversion_factors(
     return factor
 
 
-def line_requirements(bom: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame) -> pd.DataFrame:
+def line_requirements(
+    bom: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame, broken: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Each BOM line's requirement per one unit of its parent, in the component's base unit.
 
     r = qty_per * conv(uom -> base uom) / base_qty * (1 + scrap_pct/100), scrap only when qty_per > 0.
-    Lines that cannot be computed carry a `line_error` code and message instead.
+    Lines that cannot be computed carry a `line_error` code and message instead. `broken`:
+    (plant_id, parent_item_id, message) of lines rejected at read; each becomes an always
+    effective INVALID line of its parent, so the parent cannot explode on what is left.
     """
     lines = bom.reset_index(drop=True)
     known = set(items["item_id"])
@@ -113,7 +117,7 @@ def line_requirements(bom: pd.DataFrame, items: pd.DataFrame, conversions: pd.Da
         ],
         default="",
     )
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "plant_id": lines["plant_id"],
             "parent_item_id": lines["parent_item_id"],
@@ -126,6 +130,22 @@ def line_requirements(bom: pd.DataFrame, items: pd.DataFrame, conversions: pd.Da
             "line_message": pd.Series(message, dtype="str"),
         }
     )
+    if broken is None or broken.empty:
+        return out
+    invalid = pd.DataFrame(
+        {
+            "plant_id": broken["plant_id"].astype("object"),
+            "parent_item_id": broken["parent_item_id"].astype("str"),
+            "component_item_id": "",
+            "r": np.nan,
+            "valid_from": pd.Series(pd.NaT, index=broken.index, dtype="datetime64[ns]"),
+            "valid_to": pd.Series(pd.NaT, index=broken.index, dtype="datetime64[ns]"),
+            "component_phantom": False,
+            "line_error": "INVALID",
+            "line_message": broken["message"].astype("str"),
+        }
+    )
+    return pd.concat([out, invalid], ignore_index=True)
 
 
 def plant_lines(lines: pd.DataFrame, plants: list[str]) -> pd.DataFrame:

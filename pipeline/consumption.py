@@ -89,14 +89,16 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.Data
 
 
 def explode_completions(
-    completions: pd.DataFrame, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame
+    completions: pd.DataFrame, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame,
+    broken: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Completions -> (demand, component flows, quarantine of completions that cannot explode)."""
     # a cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error
     completions = completions[(completions["qty_good"] + completions["qty_scrap"]) > 0]
     boundaries = bom.effectivity_boundaries(bom_table)
     tagged, keys = with_explosion_keys(completions, boundaries)
-    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions), sorted(keys["plant_id"].unique()))
+    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
+                            sorted(keys["plant_id"].unique()))
     explosion = bom.explode(keys, lines, items)
     good, quarantine = exploded_completions(tagged, explosion.errors)
     demand = completion_demand(good)
@@ -109,6 +111,7 @@ def flows_between_counts(
     items: pd.DataFrame,
     conversions: pd.DataFrame,
     breaks: pd.DataFrame,
+    broken: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Receipts and theoretical usage per (plant, location, item, segment between count times).
 
@@ -128,7 +131,8 @@ def flows_between_counts(
         return empty
     boundaries = bom.effectivity_boundaries(bom_table)
     tagged, keys = with_explosion_keys(segmented, boundaries)
-    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions), sorted(keys["plant_id"].unique()))
+    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
+                            sorted(keys["plant_id"].unique()))
     explosion = bom.explode(keys, lines, items)
     good = tagged[~tagged["key"].isin(explosion.errors["key"])]
     group = ["plant_id", "location_id", "item_id", "segment_end", "key"]

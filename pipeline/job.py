@@ -188,7 +188,7 @@ def _process(
     completions = _in_scope(inputs.completions, scope)
     progress.stage("explode", completions=len(completions), plants=len(plants), dates=scope["business_date"].nunique())
     demand, flows, explode_quarantine = consumption.explode_completions(
-        completions, inputs.bom, inputs.items, inputs.uom_conversions
+        completions, inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom
     )
     consumed = consumption.theoretical_consumption(flows, inputs.items)
     adjustments = ledger.adjustments(demand, flows, inputs.items)

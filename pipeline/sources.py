@@ -7,6 +7,7 @@ column, an unreadable file) stops the run with a one-line `SourceError`.
 
 from __future__ import annotations
 
+import io
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Inputs:
     movements: pd.DataFrame
     quarantine: pd.DataFrame
     stats: dict[str, TableStats] = field(default_factory=dict)
+    broken_bom: pd.DataFrame = field(default_factory=lambda: _broken_bom(empty_quarantine()))
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -533,6 +535,31 @@ def business_dates(timestamps: pd.Series, plant_ids: pd.Series, zones: pd.DataFr
     return out
 
 
+def _broken_bom(quarantine: pd.DataFrame) -> pd.DataFrame:
+    """(plant_id, parent_item_id, message) of every rejected BOM line whose parent can be read.
+
+    Exploding such a parent with its remaining lines would be a guess; the explosion fails it.
+    """
+    rows = quarantine[quarantine["table"] == "bom"]
+    columns = {"plant_id": pd.Series([], dtype="object"), "parent_item_id": pd.Series([], dtype="str"),
+               "message": pd.Series([], dtype="str")}
+    if rows.empty:
+        return pd.DataFrame(columns)
+    original = pd.read_json(io.StringIO("\n".join(rows["row"])), lines=True, dtype=False)
+    parent = original.get("parent_item_id", pd.Series(None, index=original.index)).astype("object")
+    plant = original.get("plant_id", pd.Series(None, index=original.index)).astype("object")
+    parent = parent.where(parent.notna() & (parent.astype("str").str.strip() != ""))
+    broken = pd.DataFrame({
+        "plant_id": plant.where(plant.notna() & (plant.astype("str").str.strip() != "")).to_numpy(),
+        "parent_item_id": parent.astype("str").str.strip().to_numpy(),
+        "message": ("BOM line " + rows["source_key"].astype("str") + " is invalid (" + rows["message"].astype("str")
+                    + ")").to_numpy(),
+    })
+    broken = broken[parent.notna().to_numpy()]
+    broken["plant_id"] = broken["plant_id"].map(lambda v: str(v).strip(), na_action="ignore")
+    return broken.reset_index(drop=True)
+
+
 # ------------------------------------------------------------------------------------ the whole set
 
 
@@ -636,6 +663,7 @@ def load_inputs(
         stat.accepted = len(accepted[table])
         stat.quarantined = int((quarantine["table"] == table).sum())
     return Inputs(
+        broken_bom=_broken_bom(quarantine),
         plants=zones,
         items=accepted["items"],
         uom_conversions=accepted["uom_conversions"],

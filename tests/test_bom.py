@@ -322,3 +322,33 @@ def test_explode_unit_cycle_and_unknown_component() -> None:
     assert codes == {0: "BOM_CYCLE",  # F > PA > PB > PA
                      1: "NO_BOM"}  # A has no lines
     assert result.requirements.empty
+
+
+def test_a_parent_with_an_invalid_line_is_not_exploded_on_what_is_left(tmp_path: Path) -> None:
+    """FG's BOM has a good line (A) and a line with scrap_pct 100 (out of range). Exploding FG with
+    A alone would understate consumption: a guess. FG's completion is quarantined whole; G, whose
+    group line is broken but whose plant P2 has its own lines, is unaffected at P2."""
+    landing = make_landing(
+        tmp_path,
+        items=[item("FG", "EA"), item("G", "EA"), item("A", "kg"), item("B", "kg")],
+        bom=[
+            {"plant_id": "", "parent_item_id": "FG", "component_item_id": "A", "qty_per": 1, "scrap_pct": 0},
+            {"plant_id": "", "parent_item_id": "FG", "component_item_id": "B", "qty_per": 1, "scrap_pct": 100},
+            {"plant_id": "", "parent_item_id": "G", "component_item_id": "B", "qty_per": -1, "scrap_pct": 0},
+            {"plant_id": "", "parent_item_id": "G", "component_item_id": "A", "qty_per": "x", "scrap_pct": 0},
+            {"plant_id": "P2", "parent_item_id": "G", "component_item_id": "A", "qty_per": 2, "scrap_pct": 0},
+        ],
+        completions=[completion("C_FG", "FG", 3), completion("C_G1", "G", 5),
+                     completion("C_G2", "G", 4, plant="P2")],
+    )
+    run(tmp_path, landing, [DAY])
+    quarantine = read(tmp_path, "quarantine")
+    by_key = quarantine.set_index("source_key")
+    assert by_key.loc["C_FG", "error_code"] == "INVALID"
+    assert "FG>B" in by_key.loc["C_FG", "message"] and "scrap_pct" in by_key.loc["C_FG", "message"]
+    assert by_key.loc["C_G1", "error_code"] == "INVALID"  # P1 uses the group BOM of G, which is broken
+    assert set(quarantine.loc[quarantine["table"] == "bom", "source_key"]) == {"*:FG>B", "*:G>A"}
+    adjustments = read(tmp_path, "adjustments")
+    got = {(r.plant_id, r.item_id, r.kind): r.qty for r in adjustments.itertuples()}
+    # only C_G2 at P2 explodes: 4 G received, A issued 4 * 2 = 8 (P2's own line; no group lines mixed in)
+    assert got == {("P2", "G", "production_receipt"): 4.0, ("P2", "A", "backflush_issue"): -8.0}
