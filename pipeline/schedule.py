@@ -12,8 +12,8 @@ Mapping (schedule `0 0 * * *` in UTC with data intervals, i.e. CronDataIntervalT
 | scheduled, logical date D 00:00Z          | D (the run starts at D+1 00:00Z, when D ended) |
 | backfill `--from-date A --to-date B`      | one run per logical date A..B: A..B            |
 | manual with the param `business_date`     | that date                                      |
-| manual with a logical date L              | the UTC calendar date of L                     |
-| manual without a logical date             | the UTC date of the trigger time, minus a day  |
+| manual with a logical date L              | the last full UTC day before L (its interval)  |
+| manual without a logical date             | the last full UTC day before the trigger time  |
 """
 
 from __future__ import annotations
@@ -155,11 +155,14 @@ def business_date_for_run(
     requested: object = None,
     timezone: str = SCHEDULE_TIMEZONE,
 ) -> dt.date:
-    """The business date a nightly run processes (see the module docstring for the whole mapping).
+    """The business date a nightly run processes: the day its data interval covers.
 
-    Scheduled and backfill runs: the calendar date of the logical date (the start of the daily
-    data interval) in the schedule's zone. Manual runs: the `requested` date if given, else the
-    logical date's, else the day before the trigger time, i.e. the latest day that has ended.
+    Scheduled and backfill runs: the calendar date of the logical date, which is the start of the
+    daily data interval. Manual runs: the `requested` date if given; else the last full day before
+    the logical date or, without one, before the trigger time. That is the data interval Airflow
+    infers for a manual run, and the UI's trigger form fills in "now" as the logical date: a
+    manual run left at its defaults processes yesterday, like the nightly run, never a day that
+    is still going on.
     """
     run_type = _run_type(run_type)
     if requested not in (None, ""):
@@ -174,11 +177,10 @@ def business_date_for_run(
             raise ValueError(f"a {run_type} run has no logical date; the nightly DAG needs a time schedule")
         return local_date(logical_date, timezone)
     if run_type == MANUAL:
-        if logical_date is not None:
-            return local_date(logical_date, timezone)
-        if run_after is None:
+        instant = logical_date or run_after
+        if instant is None:
             raise ValueError("a manual run without a logical date needs its trigger time (run_after)")
-        return local_date(run_after, timezone) - dt.timedelta(days=1)
+        return local_date(instant, timezone) - dt.timedelta(days=1)
     raise ValueError(f"a {run_type} run cannot be mapped to a business date; the nightly DAG is time-scheduled")
 
 
