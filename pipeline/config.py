@@ -56,6 +56,9 @@ class Config:
     bom_accuracy_counts: int = 6  # trailing counts per component behind a BOM accuracy estimate
     sql: SqlSource | None = None
     lock_timeout_seconds: float = 0.0  # 0: a second run for the same plant stops at once
+    # a plant lock older than this is taken over whatever host took it (None: only locks of dead
+    # processes on this host); set it above the longest run when workers run on several machines
+    lock_stale_after_seconds: float | None = None
     date_batch_days: int = 31  # a backfill commits this many dates at a time
 
     def replace(self, **changes: Any) -> Config:

@@ -128,7 +128,8 @@ def run_dates(
     scope_plants = plants_in_scope(inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
     requested = sorted(set(dates))
-    with warehouse.locked(scope_plants, run_id, timeout=config.lock_timeout_seconds):
+    with warehouse.locked(scope_plants, run_id, timeout=config.lock_timeout_seconds,
+                          stale_after=config.lock_stale_after_seconds):
         warehouse.recover(scope_plants)
         history = warehouse.read("runs")
         fingerprints = variance.input_fingerprints(inputs, scope_plants)

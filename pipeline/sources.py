@@ -40,7 +40,12 @@ EVENT_TIME = {"completions": "completed_at", "stock_counts": "counted_at", "move
 
 
 class SourceError(RuntimeError):
-    """A landing table cannot be read; the message is the one-line reason."""
+    """A landing table cannot be read; the message is the one-line reason.
+
+    `transient` is true when trying again later may succeed (a database that could not be reached).
+    """
+
+    transient: bool = False
 
 
 @dataclass

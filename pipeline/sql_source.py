@@ -70,7 +70,11 @@ def read_sql_tables(
     except SourceError:
         raise
     except Exception as exc:  # driver and database errors: one line, credentials removed
-        raise SourceError(f"SQL source {shown}: {_reason(exc, url)}") from None
+        error = SourceError(f"SQL source {shown}: {_reason(exc, url)}")
+        # a database that cannot be reached or dropped the connection may answer next time
+        error.transient = isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError)) or (
+            isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+        raise error from None
     finally:
         engine.dispose()
     log.info("read %s from %s", ", ".join(f"{t} {sum(len(f) for _, f in raw[t])}" for t in raw), shown)

@@ -250,12 +250,17 @@ class Warehouse:
     # ------------------------------------------------------------------ locks
 
     @contextmanager
-    def locked(self, plants: Iterable[str], run_id: str, *, timeout: float = 0.0) -> Iterator[None]:
-        """Hold the lock of every plant for the duration; wait up to `timeout` seconds for it."""
+    def locked(self, plants: Iterable[str], run_id: str, *, timeout: float = 0.0,
+               stale_after: float | None = None) -> Iterator[None]:
+        """Hold the lock of every plant for the duration; wait up to `timeout` seconds for it.
+
+        A lock is taken over when its process is gone (same host), or, with `stale_after`, when it
+        is older than that many seconds whatever host took it (workers of other machines).
+        """
         held: list[str] = []
         try:
             for plant in sorted(set(plants)):
-                held.append(self._acquire(plant, run_id, timeout))
+                held.append(self._acquire(plant, run_id, timeout, stale_after))
             yield
         finally:
             for path in held:
@@ -264,7 +269,7 @@ class Warehouse:
                 except (FileNotFoundError, OSError):
                     pass
 
-    def _acquire(self, plant: str, run_id: str, timeout: float) -> str:
+    def _acquire(self, plant: str, run_id: str, timeout: float, stale_after: float | None = None) -> str:
         path = self.path("_locks", f"plant_id={encode_segment(plant)}.lock")
         payload = json.dumps(
             {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
@@ -275,7 +280,7 @@ class Warehouse:
             if self._create_exclusive(path, payload):
                 return path
             holder = self._lock_holder(path)
-            if holder is not None and self._is_stale(holder):
+            if holder is not None and (self._is_stale(holder) or _expired(holder, stale_after)):
                 self.filesystem.delete_file(path)
                 continue
             if time.monotonic() >= deadline:
@@ -318,6 +323,17 @@ class Warehouse:
         except (PermissionError, ValueError, TypeError, OverflowError):
             return False
         return False
+
+
+def _expired(holder: Mapping[str, object], stale_after: float | None) -> bool:
+    """Whether a lock is older than its lease (None: locks never expire by age)."""
+    if stale_after is None:
+        return False
+    try:
+        since = dt.datetime.fromisoformat(str(holder.get("since")))
+    except ValueError:
+        return False
+    return (dt.datetime.now(dt.UTC) - since).total_seconds() > stale_after
 
 
 def _pause_for_tests(moved: int) -> None:

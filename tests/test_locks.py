@@ -136,3 +136,20 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path, landing: Pa
     result = job.run_dates(config_for(tmp_path, landing), [dt.date(2026, 3, 2)], plants=[P])
     assert result.rows_written["postings"] == 2
     assert not lock.exists()
+
+
+def test_a_lock_of_another_host_expires_only_with_a_lease(tmp_path: Path) -> None:
+    """A worker on another machine died holding P1: its pid means nothing here. Without a lease the
+    lock stands; with `stale_after` shorter than its age it is taken over."""
+    warehouse = Warehouse(str(tmp_path / "wh"))
+    lock = tmp_path / "wh" / "_locks" / "plant_id=P1.lock"
+    lock.parent.mkdir(parents=True)
+    two_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat(timespec="seconds")
+    lock.write_text(json.dumps({"run_id": "r-dead", "pid": 1, "host": "another-host", "since": two_hours_ago}))
+    with pytest.raises(LockError, match="r-dead"), warehouse.locked(["P1"], "r-new"):
+        pass
+    with pytest.raises(LockError), warehouse.locked(["P1"], "r-new", stale_after=3 * 3600):
+        pass  # 2 h old, 3 h lease: still held
+    with warehouse.locked(["P1"], "r-new", stale_after=3600):
+        assert json.loads(lock.read_text())["run_id"] == "r-new"
+    assert not lock.exists()

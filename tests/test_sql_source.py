@@ -326,3 +326,14 @@ def test_a_bounded_single_date_pull_gives_the_same_outputs_as_files(db: tuple[st
         assert keys and keys == [k for k in sql if k.startswith(dataset + "/")]
         for key in keys:
             pd.testing.assert_frame_equal(sql[key], files[key], check_exact=False, rtol=1e-12, obj=key)
+
+
+def test_an_unreachable_database_is_a_transient_failure() -> None:
+    """Nothing listens on port 1: the error is one line, names no secret, and says it may pass."""
+    with pytest.raises(SourceError) as caught:
+        sql_source.read_sql_tables(SqlSource(url="postgresql+psycopg://u:s3cret@127.0.0.1:1/test"))
+    assert caught.value.transient is True
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(SourceError) as caught:
+        sql_source.read_sql_tables(SqlSource(url=URL, schema="bf_no_such_schema"))
+    assert caught.value.transient is False  # a configuration mistake does not go away by waiting
