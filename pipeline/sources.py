@@ -311,10 +311,11 @@ def _empty_typed(table: str) -> pd.DataFrame:
 def _finalise_dtypes(table: str, typed: pd.DataFrame) -> pd.DataFrame:
     """Cast to the exact dtypes the pandera model declares (nullable ones stay nullable)."""
     kinds = schemas.column_kinds(table)
-    out = typed.copy()
+    out = typed.copy(deep=False)  # columns are replaced, not mutated
     for column, kind in kinds.items():
         if kind == "str":
-            out[column] = out[column].astype("str").where(out[column].notna())
+            if out[column].dtype != "str":
+                out[column] = out[column].astype("str").where(out[column].notna())
         elif kind == "bool":
             out[column] = out[column].astype("boolean")
         elif kind == "date":
@@ -338,7 +339,7 @@ def validate_table(
     """
     model = schemas.INPUT_MODELS[table]
     kinds = schemas.column_kinds(table)
-    checked = typed.copy()
+    checked = typed.copy(deep=False)
     # pandera checks typed columns; nullable extension dtypes are cast for the check only
     for column, kind in kinds.items():
         if kind == "bool":
@@ -369,7 +370,7 @@ def validate_table(
 
 def _for_pandera(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     kinds = schemas.column_kinds(table)
-    out = frame[list(kinds)].copy()
+    out = frame[list(kinds)].copy(deep=False)
     for column, kind in kinds.items():
         if kind == "int":
             out[column] = out[column].astype("Int64")
@@ -495,7 +496,7 @@ def latest_completions(completions: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     """
     if completions.empty:
         return completions, empty_quarantine(), 0
-    frame = completions.copy()
+    frame = completions.copy(deep=False)
     frame["recorded_at"] = frame["recorded_at"].fillna(frame["completed_at"])
     content = list(schemas.column_kinds("completions"))
     unique = frame.drop_duplicates(subset=content)
