@@ -82,6 +82,7 @@ class Completions(_Input):
     completed_at: Series[UTC_TIMESTAMP]  # type: ignore[type-arg]
     recorded_at: Series[UTC_TIMESTAMP] = pa.Field(nullable=True, default=None)  # type: ignore[type-arg]
     order_id: Series[str] = pa.Field(nullable=True, default=None)
+    uom: Series[str] = pa.Field(nullable=True, default=None)  # unit of the quantities; null: base unit
 
 
 class StockCounts(_Input):
@@ -93,6 +94,7 @@ class StockCounts(_Input):
     item_id: Series[str] = pa.Field(str_length={"min_value": 1})
     counted_qty: Series[float] = pa.Field(ge=0, le=MAX_ABS_QTY)
     counted_at: Series[UTC_TIMESTAMP]  # type: ignore[type-arg]
+    uom: Series[str] = pa.Field(nullable=True, default=None)  # unit of counted_qty; null: base unit
 
 
 class Movements(_Input):
@@ -105,6 +107,7 @@ class Movements(_Input):
     qty: Series[float] = pa.Field(ge=-MAX_ABS_QTY, le=MAX_ABS_QTY)
     moved_at: Series[UTC_TIMESTAMP]  # type: ignore[type-arg]
     kind: Series[str] = pa.Field(nullable=True, default=None)
+    uom: Series[str] = pa.Field(nullable=True, default=None)  # unit of qty; null: base unit
 
 
 INPUT_MODELS: dict[str, type[_Input]] = {

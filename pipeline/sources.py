@@ -541,6 +541,33 @@ def business_dates(timestamps: pd.Series, plant_ids: pd.Series, zones: pd.DataFr
     return out
 
 
+UNIT_QUANTITIES = {"completions": ["qty_good", "qty_scrap"], "stock_counts": ["counted_qty"], "movements": ["qty"]}
+
+
+def _in_base_units(
+    table: str, frame: pd.DataFrame, quantities: list[str], items: pd.DataFrame, conversions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Quantities of rows that name a `uom` converted to the item's base unit (the conversion rules of
+    BOM lines); rows whose unit cannot be converted are NO_UOM_CONVERSION."""
+    from pipeline.bom import conversion_factors
+
+    probe = frame[["item_id", "uom"]].rename(columns={"item_id": "component_item_id"})
+    known = frame["item_id"].isin(items["item_id"])
+    factor = conversion_factors(probe, items, conversions).where(frame["uom"].notna(), 1.0)
+    failed = known & factor.isna()  # unknown items are judged (and rejected) elsewhere
+    converted = frame.copy(deep=False)
+    for column in quantities:
+        converted[column] = frame[column] * factor.fillna(1.0)
+    converted["uom"] = None
+    if not failed.any():
+        return converted, empty_quarantine()
+    bad = frame[failed]
+    base = bad["item_id"].map(items.set_index("item_id")["uom"])
+    message = ("no conversion from " + bad["uom"].astype("str") + " to " + base.astype("str") + " for item "
+               + bad["item_id"].astype("str"))
+    return converted[~failed].reset_index(drop=True), quarantine_rows(table, bad, "NO_UOM_CONVERSION", message)
+
+
 def _broken_bom(quarantine: pd.DataFrame) -> pd.DataFrame:
     """(plant_id, parent_item_id, message) of every rejected BOM line whose parent can be read.
 
@@ -641,6 +668,16 @@ def load_inputs(
                 )
             )
             accepted[table] = frame[~unknown].reset_index(drop=True)
+
+    # quantities given in another unit than the item's base unit are converted, or rejected
+    for table, quantities in UNIT_QUANTITIES.items():
+        frame = accepted[table]
+        if frame.empty or frame["uom"].isna().all():
+            continue
+        converted, rejected = _in_base_units(table, frame, quantities, accepted["items"], accepted["uom_conversions"])
+        accepted[table] = converted
+        if not rejected.empty:
+            quarantined.append(rejected)
 
     # a count at a location where nothing is ever produced or moved is a typo, not a stock point
     flows_at = pd.concat([accepted["completions"][["plant_id", "location_id"]],

@@ -284,3 +284,38 @@ def test_unreadable_input_raises_and_leaves_the_warehouse_untouched(published: P
     message = str(raised.value)
     assert "\n" not in message and named in message, message
     assert _snapshot(published / "warehouse") == before
+
+
+def test_quantities_in_another_unit_are_converted_or_rejected(tmp_path: Path) -> None:
+    """The contract: quantities are in the item's base unit unless a `uom` column says otherwise."""
+    from pipeline import sources
+
+    landing = make_landing(
+        tmp_path,
+        items=[{"item_id": "FG", "uom": "EA", "standard_cost": 1, "phantom": "false", "backflush": "true",
+                "uom_decimals": 0},
+               {"item_id": "RM", "uom": "kg", "standard_cost": 1, "phantom": "false", "backflush": "true",
+                "uom_decimals": 3}],
+        uom_conversions=[{"item_id": "", "from_uom": "g", "to_uom": "kg", "factor": 0.001},
+                         {"item_id": "FG", "from_uom": "BOX", "to_uom": "EA", "factor": 12}],
+        bom=[{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 1}],
+        completions=[
+            {"completion_id": "C_BOX", "plant_id": "P1", "location_id": "L1", "item_id": "FG", "qty_good": 2,
+             "qty_scrap": 1, "completed_at": "2026-01-05T10:00:00Z", "uom": "BOX"},
+            {"completion_id": "C_EA", "plant_id": "P1", "location_id": "L1", "item_id": "FG", "qty_good": 5,
+             "qty_scrap": 0, "completed_at": "2026-01-05T10:00:00Z", "uom": ""},
+            {"completion_id": "C_PAL", "plant_id": "P1", "location_id": "L1", "item_id": "FG", "qty_good": 1,
+             "qty_scrap": 0, "completed_at": "2026-01-05T10:00:00Z", "uom": "PALLET"},
+        ],
+        movements=[{"movement_id": "M1", "plant_id": "P1", "location_id": "L1", "item_id": "RM", "qty": 2500,
+                    "moved_at": "2026-01-05T09:00:00Z", "kind": "receipt", "uom": "g"}],
+    )
+    inputs = sources.load_inputs(sources.read_landing_files(landing))
+    got = inputs.completions.set_index("completion_id")[["qty_good", "qty_scrap"]].to_dict("index")
+    assert got == {"C_BOX": {"qty_good": 24.0, "qty_scrap": 12.0},  # 2 BOX * 12, 1 BOX * 12
+                   "C_EA": {"qty_good": 5.0, "qty_scrap": 0.0}}      # no unit: the base unit
+    assert inputs.movements["qty"].tolist() == [2.5]                 # 2500 g * 0.001
+    bad = inputs.quarantine.set_index("source_key")
+    assert bad.loc["C_PAL", "error_code"] == "NO_UOM_CONVERSION"
+    assert "PALLET" in bad.loc["C_PAL", "message"] and "FG" in bad.loc["C_PAL", "message"]
+    assert bad.loc["C_PAL", "business_date"] == pd.Timestamp("2026-01-05")
