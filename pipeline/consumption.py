@@ -112,12 +112,15 @@ def flows_between_counts(
     conversions: pd.DataFrame,
     breaks: pd.DataFrame,
     broken: pd.DataFrame | None = None,
+    counted: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Receipts and theoretical usage per (plant, location, item, segment between count times).
 
     breaks: (plant_id, location_id, counted_at) instants at which counts are taken. Each completion
     falls in the segment that ends at the first break at or after its `completed_at`; completions
     before a location's first break or after its last one are in no window and are dropped.
+    counted: (plant_id, location_id, item_id) that are counted; when given, flows of anything else
+    are not computed at all (the bulk of the work at scale).
     Returns plant_id, location_id, item_id, segment_end, receipts_qty, usage_qty (unrounded).
     """
     empty = pd.DataFrame({"plant_id": pd.Series([], dtype="str"), "location_id": pd.Series([], dtype="str"),
@@ -140,7 +143,17 @@ def flows_between_counts(
         ["qty_good", "qty"]].sum()
     receipts = demand.groupby(group[:-1], as_index=False, sort=False)["qty_good"].sum().rename(
         columns={"qty_good": "receipts_qty"})
-    comp = demand.merge(explosion.requirements, on="key", how="inner")
+    requirements = explosion.requirements
+    if counted is not None:
+        stock = ["plant_id", "location_id", "item_id"]
+        receipts = receipts.merge(counted[stock].drop_duplicates(), on=stock, how="inner")
+        at_plant = counted[["plant_id", "item_id"]].drop_duplicates().rename(columns={"item_id": "component_item_id"})
+        requirements = requirements.merge(keys[["key", "plant_id"]], on="key").merge(
+            at_plant, on=["plant_id", "component_item_id"]).drop(columns="plant_id")
+    comp = demand.merge(requirements, on="key", how="inner")
+    if counted is not None:
+        comp = comp.merge(counted[["plant_id", "location_id", "item_id"]].drop_duplicates().rename(
+            columns={"item_id": "component_item_id"}), on=["plant_id", "location_id", "component_item_id"])
     comp["flow"] = comp["qty"] * comp["qty_per_unit"]
     comp["item_id"] = comp["component_item_id"]
     comp["usage_qty"] = comp["flow"].where(comp["qty_per_unit"] > 0, 0.0)

@@ -498,10 +498,16 @@ def latest_completions(completions: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
         return completions, empty_quarantine(), 0
     frame = completions.copy(deep=False)
     frame["recorded_at"] = frame["recorded_at"].fillna(frame["completed_at"])
+    # only ids sent more than once need versions compared (a few percent of the rows at most)
+    repeated = frame["completion_id"].duplicated(keep=False).to_numpy()
+    if not repeated.any():
+        return frame, empty_quarantine(), 0
+    single, versions = frame[~repeated], frame[repeated]
     content = list(schemas.column_kinds("completions"))
-    unique = frame.drop_duplicates(subset=content)
+    unique = versions.drop_duplicates(subset=content)
     latest = unique.groupby("completion_id", sort=False)["recorded_at"].transform("max")
-    current = unique[unique["recorded_at"] == latest]
+    winners = unique[unique["recorded_at"] == latest]
+    current = pd.concat([single, winners])
     superseded = len(frame) - len(current)
     conflicting = current["completion_id"].duplicated(keep=False)
     if not conflicting.any():

@@ -219,7 +219,7 @@ def count_variance(inputs: Inputs, scope: CountScope, config: Config) -> pd.Data
     completions = inputs.completions.merge(breaks[["plant_id", "location_id"]].drop_duplicates(),
                                            on=["plant_id", "location_id"], how="inner")
     flows = consumption.flows_between_counts(completions, inputs.bom, inputs.items, inputs.uom_conversions, breaks,
-                                             inputs.broken_bom)
+                                             inputs.broken_bom, counted)
     movements = inputs.movements.merge(counted, on=STOCK_KEY, how="inner")
     moved = consumption.assign_segments(movements, breaks, "moved_at")
     moved = moved.groupby(STOCK_KEY + ["segment_end"], as_index=False)["qty"].sum().rename(
