@@ -645,35 +645,22 @@ def load_inputs(
         seen |= set(rejects.loc[plant_rows, "plant_id"].dropna())
     zones = plant_timezones(accepted["plants"], seen - bad_plants, timezone_overrides)
 
+    def reject(table: str, mask: pd.Series, code: str, message: pd.Series) -> None:
+        """Move the accepted rows of `table` where `mask` holds to quarantine."""
+        if mask.any():
+            quarantined.append(quarantine_rows(table, accepted[table][mask], code, message[mask]))
+            accepted[table] = accepted[table][~mask].reset_index(drop=True)
+
     for table, ts_column in (("completions", "completed_at"), ("stock_counts", "counted_at"), ("movements", "moved_at")):
+        plant = accepted[table]["plant_id"]
+        reject(table, plant.isin(bad_plants), "INVALID", "plant " + plant.map(repr) + " has no valid time zone")
         frame = accepted[table]
-        in_bad_plant = frame["plant_id"].isin(bad_plants)
-        if in_bad_plant.any():
-            rows = frame[in_bad_plant]
-            quarantined.append(
-                quarantine_rows(
-                    table, rows, "INVALID",
-                    "plant " + rows["plant_id"].map(repr) + " has no valid time zone",
-                )
-            )
-            frame = frame[~in_bad_plant]
-        frame = frame.assign(business_date=business_dates(frame[ts_column], frame["plant_id"], zones))
-        accepted[table] = frame.reset_index(drop=True)
+        accepted[table] = frame.assign(business_date=business_dates(frame[ts_column], frame["plant_id"], zones))
 
     # counts and movements of items that do not exist cannot be valued or booked
-    known_items = accepted["items"]["item_id"]
     for table in ("stock_counts", "movements"):
-        frame = accepted[table]
-        unknown = ~frame["item_id"].isin(known_items)
-        if unknown.any():
-            rows = frame[unknown]
-            quarantined.append(
-                quarantine_rows(
-                    table, rows, "UNKNOWN_ITEM",
-                    "item " + rows["item_id"].map(repr) + " is not in items",
-                )
-            )
-            accepted[table] = frame[~unknown].reset_index(drop=True)
+        item = accepted[table]["item_id"]
+        reject(table, ~item.isin(accepted["items"]["item_id"]), "UNKNOWN_ITEM", "item " + item.map(repr) + " is not in items")
 
     # quantities given in another unit than the item's base unit are converted, or rejected
     for table, quantities in UNIT_QUANTITIES.items():

@@ -60,3 +60,17 @@ def run(root: Path, landing: Path, dates: Sequence[str], **kwargs: object) -> jo
 
     config = config_for(root, landing)
     return job.run_dates(config, [dt.date.fromisoformat(d) for d in dates], **kwargs)  # type: ignore[arg-type]
+
+
+def read(root: Path, dataset: str) -> pd.DataFrame:
+    """An output dataset of the warehouse under root, as pandas."""
+    from pipeline.warehouse import Warehouse
+
+    return Warehouse(str(root / "warehouse")).read(dataset)
+
+
+def completion(cid: str, item_id: str, qty_good: float, *, plant: str = "P1", location: str = "L1",
+               qty_scrap: float = 0, at: str = "2026-03-02T10:00:00Z") -> dict[str, object]:
+    """One completion row (UTC plants: business date 2026-03-02 by default)."""
+    return {"completion_id": cid, "plant_id": plant, "location_id": location, "item_id": item_id,
+            "qty_good": qty_good, "qty_scrap": qty_scrap, "completed_at": at}

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline import consumption
-from pipeline.warehouse import Warehouse
-from tests.landing import make_landing, run
+from tests.landing import completion, make_landing, read, run
 
 DAY = "2026-03-02"
 AT = "2026-03-02T10:00:00Z"
@@ -29,16 +28,6 @@ def line(parent: str, component: str, qty_per: float, *, base_qty: float = 1, sc
          valid_from: str | None = None, valid_to: str | None = None) -> dict[str, object]:
     return {"parent_item_id": parent, "component_item_id": component, "qty_per": qty_per, "base_qty": base_qty,
             "scrap_pct": scrap_pct, "valid_from": valid_from, "valid_to": valid_to}
-
-
-def completion(cid: str, item_id: str, qty_good: float, *, plant: str = "P1", location: str = "L1",
-               qty_scrap: float = 0, at: str = AT) -> dict[str, object]:
-    return {"completion_id": cid, "plant_id": plant, "location_id": location, "item_id": item_id,
-            "qty_good": qty_good, "qty_scrap": qty_scrap, "completed_at": at}
-
-
-def read(root: Path, dataset: str) -> pd.DataFrame:
-    return Warehouse(str(root / "warehouse")).read(dataset)
 
 
 def consumption_of(root: Path, *, with_date: bool = False) -> dict[tuple[object, ...], float]:

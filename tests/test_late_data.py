@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline import job
-from pipeline.warehouse import Warehouse
-from tests.landing import config_for, make_landing, run, write_table
+from tests.landing import config_for, make_landing, read, run, write_table
 
 P, L = "P1", "L1"
 KEY = ["plant_id", "business_date", "location_id", "item_id", "kind"]
@@ -46,10 +45,6 @@ COUNTS = [
     count("K1", "2026-03-04", 3500),  # window: 2, 3, 4 March: 5000 - 3 x 500 = 3500, no variance
     count("K2", "2026-03-06", 2500),  # window: 5, 6 March: 3500 - 2 x 500 = 2500, no variance
 ]
-
-
-def read(root: Path, dataset: str) -> pd.DataFrame:
-    return Warehouse(str(root / "warehouse")).read(dataset)
 
 
 def day(text: str) -> pd.Timestamp:

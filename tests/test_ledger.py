@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.rounding import round_half_away
-from pipeline.warehouse import Warehouse
-from tests.landing import make_landing, run
+from tests.landing import make_landing, read, run
 
 DAY = "2026-03-02"
 AT = "2026-03-02T10:00:00Z"
@@ -28,10 +27,6 @@ def item(item_id: str, uom: str, *, cost: float, decimals: int) -> dict[str, obj
 def completion(cid: str, location: str) -> dict[str, object]:
     return {"completion_id": cid, "plant_id": "P1", "location_id": location, "item_id": "FG", "qty_good": 1,
             "completed_at": AT}
-
-
-def read(root: Path, dataset: str) -> pd.DataFrame:
-    return Warehouse(str(root / "warehouse")).read(dataset)
 
 
 ITEMS = [

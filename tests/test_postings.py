@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.warehouse import Warehouse
-from tests.landing import make_landing, run, write_table
+from tests.landing import make_landing, read, run, write_table
 
 P, L = "P1", "L1"
 KEY = ["plant_id", "business_date", "location_id", "item_id", "kind"]
@@ -38,10 +37,6 @@ def completion(cid: str, at: str, qty_good: float, *, recorded_at: str | None = 
                qty_scrap: float = 0.0) -> dict[str, object]:
     return {"completion_id": cid, "plant_id": P, "location_id": L, "item_id": "FG", "qty_good": qty_good,
             "qty_scrap": qty_scrap, "completed_at": at, "recorded_at": recorded_at or at}
-
-
-def read(root: Path, dataset: str) -> pd.DataFrame:
-    return Warehouse(str(root / "warehouse")).read(dataset)
 
 
 def ledger_sums(root: Path) -> pd.Series:

@@ -14,8 +14,7 @@ import pytest
 
 from pipeline import job
 from pipeline.sources import SourceError
-from pipeline.warehouse import Warehouse
-from tests.landing import config_for, make_landing, run, write_table
+from tests.landing import config_for, make_landing, read, run, write_table
 
 DAY = "2026-03-02"
 AT = "2026-03-02T10:00:00Z"
@@ -26,10 +25,6 @@ BOM = [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 1}]
 def completion(cid: str, qty_good: object, *, location: str = "L1", at: object = AT, **extra: object) -> dict:
     return {"completion_id": cid, "plant_id": "P1", "location_id": location, "item_id": "FG",
             "qty_good": qty_good, "completed_at": at, **extra}
-
-
-def read(root: Path, dataset: str) -> pd.DataFrame:
-    return Warehouse(str(root / "warehouse")).read(dataset)
 
 
 def adjustments_of(root: Path) -> dict[tuple[str, str, str], float]:

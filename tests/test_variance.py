@@ -16,8 +16,7 @@ import pytest
 
 from pipeline import job
 from pipeline.config import Tolerances, load_config
-from pipeline.warehouse import Warehouse
-from tests.landing import config_for, make_landing, run
+from tests.landing import config_for, make_landing, read, run
 
 P, L = "P1", "L1"
 
@@ -41,10 +40,6 @@ def count(cid: str, item_id: str, at: str, qty: object, *, location: str = L) ->
 def movement(mid: str, item_id: str, at: str, qty: float, kind: str = "receipt") -> dict[str, object]:
     return {"movement_id": mid, "plant_id": P, "location_id": L, "item_id": item_id, "qty": qty,
             "moved_at": at, "kind": kind}
-
-
-def read(root: Path, dataset: str) -> pd.DataFrame:
-    return Warehouse(str(root / "warehouse")).read(dataset)
 
 
 def variance_by_count(root: Path) -> pd.DataFrame:
