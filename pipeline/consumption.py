@@ -14,6 +14,9 @@ from pipeline import bom
 from pipeline.sources import empty_quarantine, quarantine_rows
 
 DEMAND_KEYS = ["plant_id", "business_date", "location_id", "item_id"]
+# what the engine needs of a completion; the rest (order, source line) stays behind until quarantine
+ENGINE_COLUMNS = ["completion_id", "plant_id", "location_id", "item_id", "qty_good", "qty_scrap", "completed_at",
+                  "business_date"]
 
 
 def with_explosion_keys(completions: pd.DataFrame, boundaries: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -26,19 +29,26 @@ def with_explosion_keys(completions: pd.DataFrame, boundaries: np.ndarray) -> tu
 
 
 def exploded_completions(
-    tagged: pd.DataFrame, errors: pd.DataFrame
+    tagged: pd.DataFrame, errors: pd.DataFrame, original: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split completions into those whose BOM exploded and quarantine rows for the rest (whole)."""
+    """Split completions into those whose BOM exploded and quarantine rows for the rest (whole).
+
+    original: the completions as accepted (all columns), which `tagged["_row"]` points into, so
+    the quarantine keeps the whole row while the engine carries only what it needs.
+    """
     failed = tagged["key"].isin(errors["key"])
     if not failed.any():
         return tagged, empty_quarantine()
-    bad = tagged[failed].merge(errors, on="key", how="left")
-    bad.index = tagged.index[failed]
+    bad = tagged[failed].merge(errors, on="key", how="left").reset_index(drop=True)
+    rows = bad
+    if original is not None and "_row" in bad.columns:
+        rows = original.iloc[bad["_row"].to_numpy()].reset_index(drop=True).assign(
+            business_date=bad["business_date"].to_numpy())
     message = (
         "completion " + bad["completion_id"] + " of " + bad["item_id"] + " on "
         + bad["business_date"].dt.strftime("%Y-%m-%d") + ": " + bad["message"]
     )
-    return tagged[~failed], quarantine_rows("completions", bad, bad["error_code"], message)
+    return tagged[~failed], quarantine_rows("completions", rows, bad["error_code"], message)
 
 
 def completion_demand(tagged: pd.DataFrame) -> pd.DataFrame:
@@ -96,11 +106,12 @@ def explode_completions(
     # a cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error
     completions = completions[(completions["qty_good"] + completions["qty_scrap"]) > 0]
     boundaries = bom.effectivity_boundaries(bom_table)
-    tagged, keys = with_explosion_keys(completions, boundaries)
+    slim = completions[ENGINE_COLUMNS].assign(_row=np.arange(len(completions)))
+    tagged, keys = with_explosion_keys(slim, boundaries)
     lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
                             sorted(keys["plant_id"].unique()))
     explosion = bom.explode(keys, lines, items)
-    good, quarantine = exploded_completions(tagged, explosion.errors)
+    good, quarantine = exploded_completions(tagged, explosion.errors, completions)
     demand = completion_demand(good)
     return demand, component_flows(demand, explosion.requirements), quarantine
 

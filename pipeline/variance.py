@@ -216,8 +216,8 @@ def count_variance(inputs: Inputs, scope: CountScope, config: Config) -> pd.Data
         ignore_index=True,
     ).drop_duplicates()
     counted = counts[STOCK_KEY].drop_duplicates()
-    completions = inputs.completions.merge(breaks[["plant_id", "location_id"]].drop_duplicates(),
-                                           on=["plant_id", "location_id"], how="inner")
+    completions = inputs.completions[consumption.ENGINE_COLUMNS].merge(
+        breaks[["plant_id", "location_id"]].drop_duplicates(), on=["plant_id", "location_id"], how="inner")
     flows = consumption.flows_between_counts(completions, inputs.bom, inputs.items, inputs.uom_conversions, breaks,
                                              inputs.broken_bom, counted)
     movements = inputs.movements.merge(counted, on=STOCK_KEY, how="inner")
