@@ -251,6 +251,7 @@ QUARANTINE = pa_arrow.schema(
         ("row", _str),
         ("run_id", _str),
         ("plant_id", _str),
+        ("source", _str),  # where the row was read: file:line, or sql:schema.table
     ]
 )
 RUNS = pa_arrow.schema(

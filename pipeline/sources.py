@@ -213,7 +213,8 @@ _KIND_WORDS = {
 
 
 def _row_json(frame: pd.DataFrame) -> pd.Series:
-    """Each row as a JSON object (the original values as read, plus `_source`)."""
+    """Each row as a JSON object of its own columns (where it was read from goes to `source`)."""
+    frame = frame.drop(columns=[c for c in ("_source",) if c in frame.columns])
     if frame.empty:
         return pd.Series([], dtype="str", index=frame.index)
     text = frame.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
@@ -405,6 +406,7 @@ def empty_quarantine() -> pd.DataFrame:
             "error_code": pd.Series([], dtype="str"),
             "message": pd.Series([], dtype="str"),
             "row": pd.Series([], dtype="str"),
+            "source": pd.Series([], dtype="str"),
             "event_at": pd.Series([], dtype="datetime64[us, UTC]"),
         }
     )
@@ -451,6 +453,7 @@ def _quarantine_frame(
             "error_code": code,
             "message": message,
             "row": row_json,
+            "source": rows["_source"].astype("str") if "_source" in rows.columns else None,
             "event_at": event_at.astype("datetime64[us, UTC]"),
         },
         index=rows.index,
