@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -152,3 +154,21 @@ def test_weird_plant_ids_stay_inside_the_warehouse(tmp_path: Path) -> None:
     adjustments = Warehouse(str(tmp_path / "warehouse")).read("adjustments")
     receipts = adjustments[adjustments["kind"] == "production_receipt"].set_index("plant_id")["qty"].to_dict()
     assert receipts == {"../evil": 1.0, "a/b": 2.0, "x=y": 3.0}
+
+
+def test_files_are_sorted_with_statistics_so_filters_prune(two_days: tuple[Path, Path]) -> None:
+    root, _ = two_days
+    wh = root / "warehouse"
+    for path in (wh / "adjustments").rglob("*.parquet"):
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        stats = meta.row_group(0).column(names.index("item_id")).statistics
+        assert stats is not None and stats.has_min_max  # min/max per row group: readers skip by item
+        frame = pq.read_table(path).to_pandas()
+        keys = frame[["location_id", "item_id", "kind"]].astype(str).apply(tuple, axis=1).tolist()
+        assert keys == sorted(keys)
+    # a filter on the partition columns opens only the matching files
+    part = ds.partitioning(pa.schema([("plant_id", pa.string()), ("business_date", pa.date32())]), flavor="hive")
+    dataset = ds.dataset(wh / "adjustments", format="parquet", partitioning=part)
+    chosen = list(dataset.get_fragments(filter=(ds.field("business_date") == dt.date(2026, 1, 6))))
+    assert [Path(f.path).parent.name for f in chosen] == ["business_date=2026-01-06"]
