@@ -109,10 +109,12 @@ def postings_delta(
     both["qty_delta"] = delta
     both = both[np.abs(delta) > 0].copy()
     both["uom"] = both["uom"].fillna(both["posted_uom"])
-    both["adjustment_id"] = both["adjustment_id"].fillna(
-        stable_ids(both["plant_id"], both["business_date"].dt.strftime("%Y-%m-%d"), both["location_id"],
-                   both["item_id"], both["kind"])
-    )
+    missing = both["adjustment_id"].isna()  # keys reversed to zero: no current adjustment carries the id
+    if missing.any():
+        gone = both[missing]
+        both.loc[missing, "adjustment_id"] = stable_ids(
+            gone["plant_id"], gone["business_date"].dt.strftime("%Y-%m-%d"), gone["location_id"], gone["item_id"],
+            gone["kind"])
     both["run_id"] = run_id
     both["posting_id"] = stable_ids(both["run_id"], both["adjustment_id"])
     both["posted_at"] = posted_at
