@@ -38,10 +38,9 @@ def measure(landing: str, n: int, repeat: int) -> dict[str, Any]:
         raw[table] = [(name, frame.iloc[:0]) for name, frame in raw.get(table, [])][:1]
     inputs = sources.load_inputs(raw)
     completions = inputs.completions
-    boundaries = bom.effectivity_boundaries(inputs.bom)
-    _, keys = consumption.with_explosion_keys(completions, boundaries)
     lines = bom.plant_lines(bom.line_requirements(inputs.bom, inputs.items, inputs.uom_conversions),
-                            sorted(keys["plant_id"].unique()))
+                            sorted(completions["plant_id"].unique()))
+    _, keys = consumption.with_explosion_keys(completions, lines)
     times = []
     requirements = 0
     for _ in range(repeat):

@@ -1,10 +1,10 @@
 """Explode multi-level BOMs into per-unit component requirements, one BOM level at a time.
 
-The explosion runs on distinct explosion keys (plant, item, effectivity date), never on
-completions: thousands of completions of one item on one day share one explosion. Dates are
-first mapped to their *effectivity epoch* (the latest BOM validity boundary on or before the
-date), which gives exactly the same effective lines as the date itself, so a month of
-completions explodes once per BOM change instead of once per day.
+The explosion runs on distinct explosion keys (plant, item, effectivity epoch), never on
+completions: thousands of completions of one item on one day share one explosion. An item's
+effectivity epoch of a date is the latest validity boundary, among the lines reachable from
+that item, on or before the date: it selects exactly the same lines as the date itself, so a
+month of completions explodes once per change of *that item's* BOM, not once per day.
 """
 
 from __future__ import annotations
@@ -31,26 +31,48 @@ class Explosion:
     errors: pd.DataFrame
 
 
-def effectivity_boundaries(bom: pd.DataFrame) -> np.ndarray:
-    """Every date on which some BOM line starts or stops being effective, sorted."""
-    dates = pd.concat([bom["valid_from"], bom["valid_to"]]).dropna().unique()
-    return np.sort(np.asarray(pd.to_datetime(dates), dtype="datetime64[ns]"))
+def item_boundaries(lines: pd.DataFrame) -> pd.DataFrame:
+    """Per (plant, item): every validity boundary of a line reachable from it through phantoms.
 
-
-def effectivity_epoch(dates: pd.Series, boundaries: np.ndarray) -> pd.Series:
-    """The date that represents each date's effectivity epoch (same effective lines, by construction).
-
-    A line is effective on d iff valid_from <= d < valid_to; both bounds are boundaries, so the
-    answer only changes at a boundary and the latest boundary <= d gives the same answer as d.
-    Dates before every boundary map to a day before the first boundary.
+    lines: plant-resolved lines (see `plant_lines`). The closure follows phantom components level
+    by level until no new boundary appears (cycles end it too: the set only grows, and is finite).
     """
-    values = dates.values.astype("datetime64[ns]")
-    if len(boundaries) == 0:
-        return pd.Series(np.datetime64("1970-01-01", "ns"), index=dates.index, dtype="datetime64[ns]")
-    before_all = boundaries[0] - np.timedelta64(1, "D")
-    position = np.searchsorted(boundaries, values, side="right") - 1
-    epoch = np.where(position >= 0, boundaries[np.maximum(position, 0)], before_all)
-    return pd.Series(epoch, index=dates.index, dtype="datetime64[ns]")
+    direct = pd.concat([
+        lines[["plant_id", "parent_item_id", "valid_from"]].rename(columns={"valid_from": "boundary"}),
+        lines[["plant_id", "parent_item_id", "valid_to"]].rename(columns={"valid_to": "boundary"}),
+    ], ignore_index=True).dropna().rename(columns={"parent_item_id": "item_id"}).drop_duplicates()
+    edges = lines.loc[lines["component_phantom"], ["plant_id", "parent_item_id", "component_item_id"]]
+    edges = edges.drop_duplicates().rename(columns={"parent_item_id": "item_id", "component_item_id": "child"})
+    known, frontier = direct, direct
+    for _ in range(MAX_LEVELS):
+        reached = edges.merge(frontier.rename(columns={"item_id": "child"}), on=["plant_id", "child"])
+        reached = reached[["plant_id", "item_id", "boundary"]].drop_duplicates()
+        fresh = reached.merge(known, on=["plant_id", "item_id", "boundary"], how="left", indicator=True)
+        frontier = fresh.loc[fresh["_merge"] == "left_only", ["plant_id", "item_id", "boundary"]]
+        if frontier.empty:
+            break
+        known = pd.concat([known, frontier], ignore_index=True)
+    return known.astype({"boundary": "datetime64[ns]"}).reset_index(drop=True)
+
+
+def item_epochs(keys: pd.DataFrame, boundaries: pd.DataFrame) -> pd.Series:
+    """The effectivity epoch of each (plant_id, item_id, business_date) row: the latest boundary of
+    that item's reachable lines on or before the date (a day before all of them if none is).
+
+    Every line the explosion of (plant, item) can reach has both its bounds among those boundaries,
+    so on the epoch date each of them is effective exactly when it is on the business date: the
+    explosion is the same, and all dates between two of the item's own BOM changes share it.
+    """
+    floor = (boundaries["boundary"].min() if not boundaries.empty else pd.Timestamp("1970-01-02")) - pd.Timedelta(days=1)
+    probe = keys[["plant_id", "item_id", "business_date"]].reset_index().rename(columns={"business_date": "day"})
+    probe["day"] = probe["day"].astype("datetime64[ns]")
+    probe = probe.astype({"plant_id": "str", "item_id": "str"})
+    right = boundaries.sort_values("boundary", kind="stable").astype({"plant_id": "str", "item_id": "str"})
+    right = right.assign(day=right["boundary"])
+    found = pd.merge_asof(probe.sort_values("day", kind="stable"), right, on="day", by=["plant_id", "item_id"],
+                          direction="backward", allow_exact_matches=True)
+    epoch = found.set_index("index")["boundary"].reindex(probe["index"]).fillna(floor)
+    return pd.Series(epoch.to_numpy(), index=keys.index, dtype="datetime64[ns]")
 
 
 def conversion_factors(

@@ -19,9 +19,10 @@ ENGINE_COLUMNS = ["completion_id", "plant_id", "location_id", "item_id", "qty_go
                   "business_date"]
 
 
-def with_explosion_keys(completions: pd.DataFrame, boundaries: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tag each completion with its explosion key; return (tagged completions, distinct keys)."""
-    tagged = completions.assign(effective_date=bom.effectivity_epoch(completions["business_date"], boundaries))
+def with_explosion_keys(completions: pd.DataFrame, lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tag each completion with its explosion key (plant, item, the item's effectivity epoch of its
+    business date); return (tagged completions, distinct keys)."""
+    tagged = completions.assign(effective_date=bom.item_epochs(completions, bom.item_boundaries(lines)))
     keys = tagged[["plant_id", "item_id", "effective_date"]].drop_duplicates().reset_index(drop=True)
     keys["key"] = np.arange(len(keys), dtype="int64")
     tagged = tagged.merge(keys, on=["plant_id", "item_id", "effective_date"], how="left")
@@ -105,11 +106,10 @@ def explode_completions(
     """Completions -> (demand, component flows, quarantine of completions that cannot explode)."""
     # a cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error
     completions = completions[(completions["qty_good"] + completions["qty_scrap"]) > 0]
-    boundaries = bom.effectivity_boundaries(bom_table)
     slim = completions[ENGINE_COLUMNS].assign(_row=np.arange(len(completions)))
-    tagged, keys = with_explosion_keys(slim, boundaries)
     lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
-                            sorted(keys["plant_id"].unique()))
+                            sorted(slim["plant_id"].unique()))
+    tagged, keys = with_explosion_keys(slim, lines)
     explosion = bom.explode(keys, lines, items)
     good, quarantine = exploded_completions(tagged, explosion.errors, completions)
     demand = completion_demand(good)
@@ -143,10 +143,9 @@ def flows_between_counts(
     segmented = assign_segments(completions, breaks, "completed_at")
     if segmented.empty:
         return empty
-    boundaries = bom.effectivity_boundaries(bom_table)
-    tagged, keys = with_explosion_keys(segmented, boundaries)
     lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
-                            sorted(keys["plant_id"].unique()))
+                            sorted(segmented["plant_id"].unique()))
+    tagged, keys = with_explosion_keys(segmented, lines)
     explosion = bom.explode(keys, lines, items)
     good = tagged[~tagged["key"].isin(explosion.errors["key"])]
     group = ["plant_id", "location_id", "item_id", "segment_end", "key"]

@@ -341,3 +341,35 @@ def test_a_parent_with_an_invalid_line_is_not_exploded_on_what_is_left(tmp_path:
     got = {(r.plant_id, r.item_id, r.kind): r.qty for r in adjustments.itertuples()}
     # only C_G2 at P2 explodes: 4 G received, A issued 4 * 2 = 8 (P2's own line; no group lines mixed in)
     assert got == {("P2", "G", "production_receipt"): 4.0, ("P2", "A", "backflush_issue"): -8.0}
+
+
+def test_effectivity_epochs_follow_each_items_own_reachable_lines() -> None:
+    """FG -> phantom PH, whose RM1 line ends and RM2 line starts on 03-05; another item's BOM
+    changes on 03-03. FG's dates before 03-05 share one epoch (03-03 is not FG's business), dates
+    from 03-05 on share the next; both epochs explode as the dates themselves would."""
+    items_ = pd.DataFrame({"item_id": ["FG", "PH", "RM1", "RM2", "OTHER", "X"], "uom": "EA", "standard_cost": 0.0,
+                           "phantom": [False, True, False, False, False, False], "backflush": True,
+                           "uom_decimals": 3})
+    table = pd.DataFrame([
+        {"plant_id": None, "parent_item_id": "FG", "component_item_id": "PH", "qty_per": 1.0},
+        {"plant_id": None, "parent_item_id": "PH", "component_item_id": "RM1", "qty_per": 2.0,
+         "valid_to": pd.Timestamp("2026-03-05")},
+        {"plant_id": None, "parent_item_id": "PH", "component_item_id": "RM2", "qty_per": 3.0,
+         "valid_from": pd.Timestamp("2026-03-05")},
+        {"plant_id": None, "parent_item_id": "OTHER", "component_item_id": "X", "qty_per": 1.0,
+         "valid_from": pd.Timestamp("2026-03-03")},
+    ]).assign(base_qty=1.0, uom=None, scrap_pct=0.0)
+    table["valid_from"] = pd.to_datetime(table.get("valid_from")).astype("datetime64[ns]")
+    table["valid_to"] = pd.to_datetime(table.get("valid_to")).astype("datetime64[ns]")
+    lines = bom.plant_lines(bom.line_requirements(table, items_, pd.DataFrame(
+        columns=["item_id", "from_uom", "to_uom", "factor"])), ["P1"])
+    days = pd.to_datetime(["2026-03-02", "2026-03-04", "2026-03-05", "2026-03-09"]).astype("datetime64[ns]")
+    keys = pd.DataFrame({"plant_id": "P1", "item_id": "FG", "business_date": days})
+    epochs = bom.item_epochs(keys, bom.item_boundaries(lines)).tolist()
+    assert epochs[0] == epochs[1] and epochs[2] == epochs[3] == pd.Timestamp("2026-03-05")
+    assert epochs[0] < pd.Timestamp("2026-03-05")
+    explode_keys = pd.DataFrame({"key": range(4), "plant_id": "P1", "item_id": "FG", "effective_date": epochs})
+    per_key = bom.explode(explode_keys, lines, items_).requirements
+    got = {(int(k), c): q for k, c, q in per_key.itertuples(index=False)}
+    # before 03-05: RM1 2 per FG; from 03-05: RM2 3 per FG (through the phantom, 1 per FG)
+    assert got == {(0, "RM1"): 2.0, (1, "RM1"): 2.0, (2, "RM2"): 3.0, (3, "RM2"): 3.0}
