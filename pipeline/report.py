@@ -382,6 +382,17 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
+
+def _chart_start(width: int, height: int, data: str, label: str, ticks: list[float],
+                 y: Callable[[float], float], left: float, plot_w: float) -> list[str]:
+    """The opening of an SVG chart: the root element and the horizontal grid with value labels."""
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+             f'{data} aria-label="{label}">', '<g class="grid axis">']
+    for t in ticks:
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}"/>'
+                     f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{_e(_compact(t))}</text>')
+    return parts
+
 def pareto_svg(pareto: pd.DataFrame, *, bars: int = PARETO_BARS) -> str:
     """Bars of |net variance value| per item, largest first, and the cumulative share of the total."""
     if pareto.empty or float(pareto["abs_variance_value"].sum()) == 0.0:
@@ -400,12 +411,8 @@ def pareto_svg(pareto: pd.DataFrame, *, bars: int = PARETO_BARS) -> str:
     def y_share(share: float) -> float:
         return top_m + plot_h - share * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-             f'data-chart="pareto" data-bars="{len(top)}" aria-label="Pareto of items by absolute variance value">']
-    parts.append('<g class="grid axis">')
-    for t in ticks:
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}"/>'
-                     f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{_e(_compact(t))}</text>')
+    parts = _chart_start(width, height, f'data-chart="pareto" data-bars="{len(top)}"',
+                         "Pareto of items by absolute variance value", ticks, y, left, plot_w)
     for share in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
         parts.append(f'<text x="{left + plot_w + 6}" y="{y_share(share) + 4:.1f}">{share * 100:.0f} %</text>')
     parts.append("</g>")
@@ -474,12 +481,8 @@ def trend_svg(trend: pd.DataFrame) -> str:
     def y(value: float) -> float:
         return top_m + (y_max - value) / (y_max - y_min) * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-             f'data-chart="trend" data-lines="{len(plants)}" aria-label="Net variance value per plant and day">']
-    parts.append('<g class="grid axis">')
-    for t in ticks:
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(t):.1f}" y2="{y(t):.1f}"/>'
-                     f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{_e(_compact(t))}</text>')
+    parts = _chart_start(width, height, f'data-chart="trend" data-lines="{len(plants)}"',
+                         "Net variance value per plant and day", ticks, y, left, plot_w)
     every = max(1, math.ceil(len(dates) / 16))
     for i, d in enumerate(dates):
         if i % every == 0:
