@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from pipeline import __version__, consumption, ledger, sources, variance
@@ -442,4 +441,4 @@ def backfill(
     return results
 
 
-__all__ = ["RunResult", "backfill", "date_range", "run_dates", "read_inputs", "np"]
+__all__ = ["RunResult", "backfill", "date_range", "run_dates", "read_inputs"]

@@ -21,15 +21,6 @@ import pyarrow.parquet as pq
 
 from pipeline import schemas
 
-QUARANTINE_COLUMNS = [
-    "table",
-    "plant_id",
-    "business_date",
-    "source_key",
-    "error_code",
-    "message",
-    "row",
-]
 _TRUE = frozenset({"true", "t", "1", "yes", "y"})
 _FALSE = frozenset({"false", "f", "0", "no", "n"})
 _VALID_ZONES = frozenset(zoneinfo.available_timezones())
@@ -345,8 +336,6 @@ def validate_table(
     for column, kind in kinds.items():
         if kind == "bool":
             checked[column] = checked[column].astype(object).where(checked[column].notna(), None)
-        elif kind == "int":
-            checked[column] = checked[column]
     try:
         model.validate(_for_pandera(table, checked), lazy=True)
         return typed, empty_quarantine()

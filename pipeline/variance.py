@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import consumption
+from pipeline import consumption, schemas
 from pipeline.config import Config, Tolerances
 from pipeline.rounding import round_half_away
 from pipeline.sources import Inputs
@@ -287,7 +287,8 @@ def finish_variance(counts: pd.DataFrame, decimals: pd.Series, tolerances: Toler
     out["variance_qty"] = variance
     out["variance_value"] = value
     out["usage_variance_pct"] = pct
-    out["status"] = np.where(baseline, "baseline", np.where(over, "over_tolerance", "ok"))
+    first, ok, off = schemas.VARIANCE_STATUSES
+    out["status"] = np.where(baseline, first, np.where(over, off, ok))
     quantities = ["opening_qty", "movements_qty", "receipts_qty", "theoretical_usage_qty", "book_qty",
                   "counted_qty", "variance_qty"]
     for column in quantities:
@@ -305,8 +306,6 @@ def _beyond(values: pd.Series, bound: float) -> pd.Series:
 
 
 def _empty_variance() -> pd.DataFrame:
-    from pipeline import schemas
-
     columns = {f.name: pd.Series([], dtype="object") for f in schemas.VARIANCE}
     return pd.DataFrame({**columns, "plant_id": pd.Series([], dtype="str"),
                          "count_date": pd.Series([], dtype="datetime64[ns]")})

@@ -173,12 +173,6 @@ class Warehouse:
                 found.append({k: urllib.parse.unquote(v) for k, v in (seg.split("=", 1) for seg in segments)})
         return found
 
-    def partition_files(self, dataset: str, partition: Mapping[str, object]) -> list[str]:
-        """The data files now in one partition folder."""
-        folder = self.partition_path(dataset, partition)
-        infos = self.filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet"))
-
     # ------------------------------------------------------------------ writing
 
     def begin(self, run_id: str, plants: Iterable[str]) -> Transaction:
