@@ -7,6 +7,8 @@ cost of this stage follows distinct keys, not completion rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -99,92 +101,53 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.Data
     return out.sort_values(DEMAND_KEYS + ["component_item_id"]).reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class ExplodedCompletions:
+    """Every accepted completion tagged with its explosion key, and the explosion of those keys.
+
+    tagged: ENGINE_COLUMNS + key + _row (the row's position in the completions given), for every
+        completion that is not a cancellation, whatever its date: consumption takes the dates in
+        scope, variance every completion in a count's window. One explosion serves both.
+    """
+
+    tagged: pd.DataFrame
+    requirements: pd.DataFrame
+    errors: pd.DataFrame
+
+    def good(self) -> pd.DataFrame:
+        """The tagged completions whose BOM exploded."""
+        return self.tagged[~self.tagged["key"].isin(self.errors["key"])]
+
+
+def explode_all(
+    completions: pd.DataFrame, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame,
+    broken: pd.DataFrame | None = None,
+) -> ExplodedCompletions:
+    """Tag completions with explosion keys and explode each distinct key once."""
+    # a cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error
+    produced = ((completions["qty_good"] + completions["qty_scrap"]) > 0).to_numpy()
+    slim = completions.loc[produced, ENGINE_COLUMNS].assign(_row=np.flatnonzero(produced))
+    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
+                            sorted(slim["plant_id"].unique()))
+    tagged, keys = with_explosion_keys(slim, lines)
+    explosion = bom.explode(keys, lines, items)
+    return ExplodedCompletions(tagged=tagged, requirements=explosion.requirements, errors=explosion.errors)
+
+
+def demand_and_flows(
+    exploded: ExplodedCompletions, tagged: pd.DataFrame, completions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(demand, component flows, quarantine) of `tagged`: a subset of `exploded.tagged` (the
+    completions of the dates in scope); `completions` is the frame `_row` points into."""
+    good, quarantine = exploded_completions(tagged, exploded.errors, completions)
+    demand = completion_demand(good)
+    return demand, component_flows(demand, exploded.requirements), quarantine
+
+
 def explode_completions(
     completions: pd.DataFrame, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame,
     broken: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Completions -> (demand, component flows, quarantine of completions that cannot explode)."""
-    # a cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error
-    completions = completions[(completions["qty_good"] + completions["qty_scrap"]) > 0]
-    slim = completions[ENGINE_COLUMNS].assign(_row=np.arange(len(completions)))
-    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
-                            sorted(slim["plant_id"].unique()))
-    tagged, keys = with_explosion_keys(slim, lines)
-    explosion = bom.explode(keys, lines, items)
-    good, quarantine = exploded_completions(tagged, explosion.errors, completions)
-    demand = completion_demand(good)
-    return demand, component_flows(demand, explosion.requirements), quarantine
-
-
-def flows_between_counts(
-    completions: pd.DataFrame,
-    bom_table: pd.DataFrame,
-    items: pd.DataFrame,
-    conversions: pd.DataFrame,
-    breaks: pd.DataFrame,
-    broken: pd.DataFrame | None = None,
-    counted: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Receipts and theoretical usage per (plant, location, item, segment between count times).
-
-    breaks: (plant_id, location_id, counted_at) instants at which counts are taken. Each completion
-    falls in the segment that ends at the first break at or after its `completed_at`; completions
-    before a location's first break or after its last one are in no window and are dropped.
-    counted: (plant_id, location_id, item_id) that are counted; when given, flows of anything else
-    are not computed at all (the bulk of the work at scale).
-    Returns plant_id, location_id, item_id, segment_end, receipts_qty, usage_qty (unrounded).
-    """
-    empty = pd.DataFrame({"plant_id": pd.Series([], dtype="str"), "location_id": pd.Series([], dtype="str"),
-                          "item_id": pd.Series([], dtype="str"),
-                          "segment_end": pd.Series([], dtype="datetime64[us, UTC]"),
-                          "receipts_qty": pd.Series([], dtype="float64"), "usage_qty": pd.Series([], dtype="float64")})
-    if completions.empty or breaks.empty:
-        return empty
-    segmented = assign_segments(completions, breaks, "completed_at")
-    if segmented.empty:
-        return empty
-    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
-                            sorted(segmented["plant_id"].unique()))
-    tagged, keys = with_explosion_keys(segmented, lines)
-    explosion = bom.explode(keys, lines, items)
-    good = tagged[~tagged["key"].isin(explosion.errors["key"])]
-    group = ["plant_id", "location_id", "item_id", "segment_end", "key"]
-    demand = good.assign(qty=good["qty_good"] + good["qty_scrap"]).groupby(group, as_index=False, sort=False)[
-        ["qty_good", "qty"]].sum()
-    receipts = demand.groupby(group[:-1], as_index=False, sort=False)["qty_good"].sum().rename(
-        columns={"qty_good": "receipts_qty"})
-    requirements = explosion.requirements
-    if counted is not None:
-        stock = ["plant_id", "location_id", "item_id"]
-        receipts = receipts.merge(counted[stock].drop_duplicates(), on=stock, how="inner")
-        at_plant = counted[["plant_id", "item_id"]].drop_duplicates().rename(columns={"item_id": "component_item_id"})
-        requirements = requirements.merge(keys[["key", "plant_id"]], on="key").merge(
-            at_plant, on=["plant_id", "component_item_id"]).drop(columns="plant_id")
-    comp = demand.merge(requirements, on="key", how="inner")
-    if counted is not None:
-        comp = comp.merge(counted[["plant_id", "location_id", "item_id"]].drop_duplicates().rename(
-            columns={"item_id": "component_item_id"}), on=["plant_id", "location_id", "component_item_id"])
-    comp["flow"] = comp["qty"] * comp["qty_per_unit"]
-    comp["item_id"] = comp["component_item_id"]
-    comp["usage_qty"] = comp["flow"].where(comp["qty_per_unit"] > 0, 0.0)
-    comp["receipts_qty"] = (-comp["flow"]).where(comp["qty_per_unit"] < 0, 0.0)
-    parts = [receipts.assign(usage_qty=0.0), comp[group[:-1] + ["receipts_qty", "usage_qty"]]]
-    flows = pd.concat(parts, ignore_index=True)
-    return flows.groupby(group[:-1], as_index=False, sort=False)[["receipts_qty", "usage_qty"]].sum()
-
-
-def assign_segments(frame: pd.DataFrame, breaks: pd.DataFrame, time_column: str) -> pd.DataFrame:
-    """Tag rows with `segment_end`: the first break of their (plant, location) at or after their time."""
-    b = breaks[["plant_id", "location_id", "counted_at"]].drop_duplicates()
-    first = b.groupby(["plant_id", "location_id"], as_index=False)["counted_at"].min().rename(
-        columns={"counted_at": "first_break"})
-    rows = frame.merge(first, on=["plant_id", "location_id"], how="inner")
-    rows = rows[rows[time_column] > rows["first_break"]].drop(columns="first_break")
-    if rows.empty:
-        return rows.assign(segment_end=pd.Series([], dtype="datetime64[us, UTC]"))
-    rows = rows.sort_values(time_column, kind="stable")
-    b = b.sort_values("counted_at", kind="stable").rename(columns={"counted_at": "segment_end"})
-    b["_t"] = b["segment_end"]
-    tagged = pd.merge_asof(rows, b, left_on=time_column, right_on="_t", by=["plant_id", "location_id"],
-                           direction="forward", allow_exact_matches=True).drop(columns="_t")
-    return tagged[tagged["segment_end"].notna()]
+    exploded = explode_all(completions, bom_table, items, conversions, broken)
+    return demand_and_flows(exploded, exploded.tagged, completions)

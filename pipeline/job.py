@@ -185,30 +185,41 @@ def _process(
     command: str,
     progress: Progress,
 ) -> RunResult:
-    completions = _in_scope(inputs.completions, scope)
-    progress.stage("explode", completions=len(completions), plants=len(plants), dates=scope["business_date"].nunique())
-    demand, flows, explode_quarantine = consumption.explode_completions(
-        completions, inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom
-    )
+    exploded = consumption.explode_all(inputs.completions, inputs.bom, inputs.items, inputs.uom_conversions,
+                                       inputs.broken_bom)
+    in_scope = _in_scope(exploded.tagged, scope)
+    progress.stage("explode", completions=len(in_scope), plants=len(plants), dates=scope["business_date"].nunique())
+    demand, flows, explode_quarantine = consumption.demand_and_flows(exploded, in_scope, inputs.completions)
+    del in_scope
     consumed = consumption.theoretical_consumption(flows, inputs.items)
     adjustments = ledger.adjustments(demand, flows, inputs.items)
+    del flows
 
     posted = warehouse.read("postings", filters=_plant_filter(plants))
     postings = ledger.postings_delta(adjustments, posted, scope, inputs.items, run_id=run_id, posted_at=started)
-
-    counts = variance.variance_scope(inputs, scope, config)
-    progress.stage("variance", counts=len(counts.counts))
-    variance_rows = variance.count_variance(inputs, counts, config)
-    accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, plants, config, started)
+    del posted
 
     run_date = max(requested) if requested else dt.date.today()
     quarantine = _quarantine_in_scope(inputs.quarantine, explode_quarantine, scope, plants, run_date, run_id)
 
+    # the big daily frames are staged (written to disk) and summarised before variance needs memory
     progress.stage("write", partitions=len(scope))
     _stage_daily_outputs(txn, progress, scope, consumed, adjustments, postings, quarantine, demand)
     for plant, rows in postings.groupby("plant_id", sort=True):
         txn.put("postings", {"plant_id": plant}, rows.drop(columns="plant_id"),
                 file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
+    adjustments_by_kind = {
+        str(kind): {"rows": int(len(g)), "qty": float(g["qty"].sum()), "value": float(g["value"].sum())}
+        for kind, g in adjustments.groupby("kind", sort=True)
+    }
+    top_components = _top_components(consumed, inputs.items)
+    del consumed, adjustments, postings, demand
+
+    counts = variance.variance_scope(inputs, scope, config)
+    progress.stage("variance", counts=len(counts.counts))
+    variance_rows = variance.count_variance(inputs, counts, config, exploded)
+    del exploded
+    accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, plants, config, started)
     count_scope = counts.scope
     txn.replace("variance", variance_rows, [{"plant_id": p, "count_date": d} for p, d in
                                             zip(count_scope["plant_id"], count_scope["count_date"], strict=True)],
@@ -232,11 +243,8 @@ def _process(
         finished_at=finished,
     )
     result.quarantine_by_code = {str(k): int(v) for k, v in quarantine["error_code"].value_counts().sort_index().items()}
-    result.adjustments_by_kind = {
-        str(kind): {"rows": int(len(g)), "qty": float(g["qty"].sum()), "value": float(g["value"].sum())}
-        for kind, g in adjustments.groupby("kind", sort=True)
-    }
-    result.top_components = _top_components(consumed, inputs.items)
+    result.adjustments_by_kind = adjustments_by_kind
+    result.top_components = top_components
     result.variance_summary = variance.summary(variance_rows)
     result.bom_accuracy_flags = {str(k): int(v) for k, v in accuracy["flag"].value_counts().sort_index().items()} \
         if not accuracy.empty else {}

@@ -1,9 +1,9 @@
 """Book stock and variance per stock count, late-data detection, and BOM accuracy.
 
 Book stock at a count is the previous count plus every flow in between: movements, production
-and by-product receipts, minus theoretical usage when the item is backflushed. Flows are summed
-per segment between count instants and differenced through cumulative sums, so each count's
-window costs a lookup, not a scan.
+and by-product receipts, minus theoretical usage when the item is backflushed. Each flow finds
+its count's window by binary search on integer codes and is summed into it, so the cost follows
+the flows of counted stock keys, with no sort and no join of them.
 """
 
 from __future__ import annotations
@@ -204,41 +204,21 @@ def variance_scope(inputs: Inputs, scope: pd.DataFrame, config: Config) -> Count
 # ------------------------------------------------------------------ book stock and variance
 
 
-def count_variance(inputs: Inputs, scope: CountScope, config: Config) -> pd.DataFrame:
-    """One `variance` row per count in scope (plus plant_id and count_date for partitioning)."""
-    counts = scope.counts.reset_index(drop=True)  # _cumulative_at aligns on position
+def count_variance(
+    inputs: Inputs, scope: CountScope, config: Config, exploded: consumption.ExplodedCompletions
+) -> pd.DataFrame:
+    """One `variance` row per count in scope (plus plant_id and count_date for partitioning).
+
+    exploded: every accepted completion with its explosion (`consumption.explode_all`).
+    """
+    counts = scope.counts.reset_index(drop=True)
     if counts.empty:
         return _empty_variance()
-    breaks = pd.concat(
-        [counts[["plant_id", "location_id", "counted_at"]],
-         counts[["plant_id", "location_id", "previous_counted_at"]].dropna().rename(
-             columns={"previous_counted_at": "counted_at"})],
-        ignore_index=True,
-    ).drop_duplicates()
-    counted = counts[STOCK_KEY].drop_duplicates()
-    completions = inputs.completions[consumption.ENGINE_COLUMNS].merge(
-        breaks[["plant_id", "location_id"]].drop_duplicates(), on=["plant_id", "location_id"], how="inner")
-    flows = consumption.flows_between_counts(completions, inputs.bom, inputs.items, inputs.uom_conversions, breaks,
-                                             inputs.broken_bom, counted)
-    movements = inputs.movements.merge(counted, on=STOCK_KEY, how="inner")
-    moved = consumption.assign_segments(movements, breaks, "moved_at")
-    moved = moved.groupby(STOCK_KEY + ["segment_end"], as_index=False)["qty"].sum().rename(
-        columns={"qty": "movements_qty"})
-    flows = flows.merge(counted, on=STOCK_KEY, how="inner")
-    all_flows = pd.concat([flows.assign(movements_qty=0.0),
-                           moved.assign(receipts_qty=0.0, usage_qty=0.0)], ignore_index=True)
-    all_flows = all_flows.groupby(STOCK_KEY + ["segment_end"], as_index=False)[
-        ["movements_qty", "receipts_qty", "usage_qty"]].sum()
-    all_flows = all_flows.sort_values(STOCK_KEY + ["segment_end"], kind="stable")
-    cum = all_flows.groupby(STOCK_KEY, sort=False)[["movements_qty", "receipts_qty", "usage_qty"]].cumsum()
-    all_flows[["movements_qty", "receipts_qty", "usage_qty"]] = cum
-
-    at_count = _cumulative_at(counts, all_flows, "counted_at")
-    at_previous = _cumulative_at(counts, all_flows, "previous_counted_at")
+    flows = window_flows(counts, exploded.good(), exploded.requirements, inputs.movements, inputs.items)
     master = inputs.items.set_index("item_id")
     out = counts.copy()
     for column in ("movements_qty", "receipts_qty", "usage_qty"):
-        out[column] = at_count[column].to_numpy() - at_previous[column].to_numpy()
+        out[column] = flows[column].to_numpy()
     out = out.rename(columns={"usage_qty": "theoretical_usage_qty"})
     out["backflushed"] = out["item_id"].map(master["backflush"]).astype(bool)
     out["standard_cost"] = out["item_id"].map(master["standard_cost"]).astype("float64")
@@ -246,20 +226,120 @@ def count_variance(inputs: Inputs, scope: CountScope, config: Config) -> pd.Data
     return finish_variance(out, out["item_id"].map(master["uom_decimals"]), config.tolerances)
 
 
-def _cumulative_at(counts: pd.DataFrame, cumulative: pd.DataFrame, time_column: str) -> pd.DataFrame:
-    """Cumulative flows of each count's (plant, location, item) at its `time_column` (0 before any flow)."""
-    probe = counts[STOCK_KEY + [time_column]].reset_index().rename(columns={time_column: "t"})
-    present = probe["t"].notna()
-    out = pd.DataFrame(0.0, index=probe.index, columns=["movements_qty", "receipts_qty", "usage_qty"])
-    if cumulative.empty or not present.any():
-        return out
-    left = probe[present].sort_values("t", kind="stable")
-    right = cumulative.sort_values("segment_end", kind="stable")
-    found = pd.merge_asof(left, right, left_on="t", right_on="segment_end", by=STOCK_KEY,
-                          direction="backward", allow_exact_matches=True)
-    found = found.set_index("index")[["movements_qty", "receipts_qty", "usage_qty"]].fillna(0.0)
-    out.loc[found.index] = found
-    return out
+_CHUNK_ROWS = 1_000_000  # completions expanded into component flows at a time: bounds the transient memory
+
+
+def window_flows(
+    counts: pd.DataFrame, completions: pd.DataFrame, requirements: pd.DataFrame, movements: pd.DataFrame,
+    items: pd.DataFrame,
+) -> pd.DataFrame:
+    """Movements, receipts and theoretical usage within each count's window (previous count, count].
+
+    counts: plant_id, location_id, item_id, counted_at, previous_counted_at (NaT: no window).
+    completions: plant_id, location_id, item_id, completed_at, qty_good, qty_scrap, key, of
+    completions whose BOM exploded; requirements: key, component_item_id, qty_per_unit.
+    Returns movements_qty, receipts_qty, usage_qty aligned with `counts` (0 where no window).
+
+    Every flow is an event (stock key, time, quantity): a completion's receipt of its item, each
+    component it uses or gives off as a by-product, a movement. An event belongs to the window of
+    the first count of its stock key at or after its time, if the event is after that count's
+    previous count; windows of one stock key never overlap, so each event lands in at most one and
+    the sums are one `bincount`. Only stock keys that are counted produce events at all.
+    """
+    n = len(counts)
+    zeros = {"movements_qty": np.zeros(n), "receipts_qty": np.zeros(n), "usage_qty": np.zeros(n)}
+    has_window = counts["previous_counted_at"].notna().to_numpy()
+    if not has_window.any():
+        return pd.DataFrame(zeros)
+    finder = _WindowFinder(counts, has_window, items)
+
+    moved = finder.locate(movements["plant_id"], movements["location_id"], movements["item_id"], movements["moved_at"])
+    zeros["movements_qty"] += finder.sums(moved, movements["qty"].to_numpy(dtype="float64"))
+
+    at = finder.place_codes(completions["plant_id"], completions["location_id"])
+    keep = at >= 0
+    completions, at = completions[keep], at[keep]
+    received = finder.locate_codes(at, finder.item_codes(completions["item_id"]), completions["completed_at"])
+    zeros["receipts_qty"] += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
+
+    # component flows: only requirements of components counted somewhere at the key's plant
+    req = requirements.assign(component=finder.item_codes(requirements["component_item_id"]))
+    req = req[req["component"] >= 0].sort_values("key", kind="stable")
+    req_keys = req["key"].to_numpy(dtype="int64")
+    req_component = req["component"].to_numpy(dtype="int64")
+    req_qpu = req["qty_per_unit"].to_numpy(dtype="float64")
+    keys = completions["key"].to_numpy(dtype="int64")
+    times = _micros(completions["completed_at"])
+    qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
+    for start in range(0, len(completions), _CHUNK_ROWS):
+        part = slice(start, start + _CHUNK_ROWS)
+        first = np.searchsorted(req_keys, keys[part], side="left")
+        width = np.searchsorted(req_keys, keys[part], side="right") - first
+        row = np.repeat(np.arange(len(first)), width)
+        line = np.repeat(first - np.cumsum(width) + width, width) + np.arange(int(width.sum()))
+        window = finder.locate_codes(at[part][row], req_component[line], times[part][row], micros=True)
+        flow = qty[part][row] * req_qpu[line]
+        used = req_qpu[line] > 0
+        zeros["usage_qty"] += finder.sums(window, np.where(used, flow, 0.0))
+        zeros["receipts_qty"] += finder.sums(window, np.where(used, 0.0, -flow))
+    return pd.DataFrame(zeros)
+
+
+class _WindowFinder:
+    """Finds the count window of (place, item, time) events with integer codes and binary search."""
+
+    def __init__(self, counts: pd.DataFrame, has_window: np.ndarray, items: pd.DataFrame) -> None:
+        self.n = len(counts)
+        self.items = pd.Index(pd.unique(pd.concat([items["item_id"], counts["item_id"]]).to_numpy(dtype=object)))
+        places = pd.MultiIndex.from_arrays([counts["plant_id"], counts["location_id"]])
+        self.places = places.unique()
+        place = self.places.get_indexer(places)
+        item = self.item_codes(counts["item_id"])
+        stock = place.astype("int64") * len(self.items) + item
+        self.stock_keys, stock_code = np.unique(stock, return_inverse=True)
+        closes = _micros(counts["counted_at"])
+        self.opens = np.where(has_window, _micros(counts["previous_counted_at"].fillna(counts["counted_at"])), 0)
+        self.ends = np.unique(closes[has_window])
+        span = len(self.ends) + 1
+        window = np.flatnonzero(has_window)
+        composite = stock_code[window].astype("int64") * span + np.searchsorted(self.ends, closes[window])
+        order = np.argsort(composite, kind="stable")  # counts are in (key, time, count_id) order already
+        self.composite, self.window, self.span = composite[order], window[order], span
+
+    def item_codes(self, item_ids: pd.Series) -> np.ndarray:
+        return self.items.get_indexer(item_ids.to_numpy(dtype=object)).astype("int64")
+
+    def place_codes(self, plant_ids: pd.Series, location_ids: pd.Series) -> np.ndarray:
+        return self.places.get_indexer(pd.MultiIndex.from_arrays([plant_ids, location_ids])).astype("int64")
+
+    def locate(self, plant_ids: pd.Series, location_ids: pd.Series, item_ids: pd.Series, at: pd.Series) -> np.ndarray:
+        return self.locate_codes(self.place_codes(plant_ids, location_ids), self.item_codes(item_ids), at)
+
+    def locate_codes(self, place: np.ndarray, item: np.ndarray, at: pd.Series | np.ndarray,
+                     micros: bool = False) -> np.ndarray:
+        """The count (row of `counts`) whose window holds each event, -1 for none."""
+        times = at if micros else _micros(at)  # type: ignore[arg-type]
+        stock = place * len(self.items) + item
+        pos = np.searchsorted(self.stock_keys, stock)
+        pos = np.minimum(pos, len(self.stock_keys) - 1)
+        counted = (place >= 0) & (item >= 0) & (self.stock_keys[pos] == stock)
+        probe = pos * self.span + np.searchsorted(self.ends, times, side="left")
+        found = np.searchsorted(self.composite, probe, side="left")
+        beyond = found == len(self.composite)  # after the last window of every stock key
+        found[beyond] = 0
+        same_key = ~beyond & (self.composite[found] // self.span == pos)
+        window = self.window[found]
+        inside = counted & same_key & (times > self.opens[window])
+        return np.where(inside, window, -1)
+
+    def sums(self, window: np.ndarray, values: np.ndarray) -> np.ndarray:
+        hit = window >= 0
+        return np.bincount(window[hit], weights=values[hit], minlength=self.n)
+
+
+def _micros(stamps: pd.Series) -> np.ndarray:
+    """Timestamps as integer microseconds since the epoch, UTC (comparable across frames of any unit)."""
+    return np.asarray(pd.DatetimeIndex(stamps).as_unit("us").asi8, dtype="int64")
 
 
 def finish_variance(counts: pd.DataFrame, decimals: pd.Series, tolerances: Tolerances) -> pd.DataFrame:
