@@ -25,9 +25,11 @@ def with_explosion_keys(completions: pd.DataFrame, lines: pd.DataFrame) -> tuple
     """Tag each completion with its explosion key (plant, item, the item's effectivity epoch of its
     business date); return (tagged completions, distinct keys)."""
     tagged = completions.assign(effective_date=bom.item_epochs(completions, bom.item_boundaries(lines)))
-    keys = tagged[["plant_id", "item_id", "effective_date"]].drop_duplicates().reset_index(drop=True)
-    keys["key"] = np.arange(len(keys), dtype="int64")
-    tagged = tagged.merge(keys, on=["plant_id", "item_id", "effective_date"], how="left")
+    # keys numbered in order of first appearance; one grouping pass instead of a join on three columns
+    key = tagged.groupby(["plant_id", "item_id", "effective_date"], sort=False, dropna=False).ngroup()
+    tagged["key"] = key.to_numpy(dtype="int64")
+    first = ~tagged["key"].duplicated().to_numpy()
+    keys = tagged.loc[first, ["plant_id", "item_id", "effective_date", "key"]].reset_index(drop=True)
     return tagged, keys
 
 
@@ -84,7 +86,9 @@ def component_flows(demand: pd.DataFrame, requirements: pd.DataFrame) -> pd.Data
 def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     """The `consumption` dataset: positive component requirements with unit and backflush flag."""
     consumed = flows[flows["qty_per_unit"] > 0]
-    master = items.set_index("item_id")
+    # one hashing pass over the component column; the master is looked up per distinct component
+    codes, components = pd.factorize(consumed["component_item_id"])
+    master = items.set_index("item_id").reindex(components)
     out = pd.DataFrame(
         {
             "plant_id": consumed["plant_id"],
@@ -93,8 +97,8 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.Data
             "item_id": consumed["item_id"],
             "component_item_id": consumed["component_item_id"],
             "qty": consumed["qty"],
-            "uom": consumed["component_item_id"].map(master["uom"]),
-            "backflushed": consumed["component_item_id"].map(master["backflush"]).astype(bool),
+            "uom": pd.Series(master["uom"].to_numpy(dtype=object)[codes], index=consumed.index, dtype="str"),
+            "backflushed": master["backflush"].fillna(False).to_numpy(dtype=bool)[codes],
             "completions": consumed["completions"].astype("int64"),
         }
     )

@@ -212,7 +212,7 @@ def _process(
         str(kind): {"rows": int(len(g)), "qty": float(g["qty"].sum()), "value": float(g["value"].sum())}
         for kind, g in adjustments.groupby("kind", sort=True)
     }
-    top_components = _top_components(consumed, inputs.items)
+    top_components = _top_components(demand, exploded.requirements, inputs.items)
     del consumed, adjustments, postings, demand
 
     counts = variance.variance_scope(inputs, scope, config)
@@ -374,14 +374,21 @@ def _put_or_delete(txn: Transaction, table: str, date: object, rows: pd.DataFram
         txn.put("quarantine", partition, rows, file_name=name, sort_by=sort_by)
 
 
-def _top_components(consumed: pd.DataFrame, items: pd.DataFrame, n: int = 5) -> list[dict[str, object]]:
-    if consumed.empty:
+def _top_components(demand: pd.DataFrame, requirements: pd.DataFrame, items: pd.DataFrame,
+                    n: int = 5) -> list[dict[str, object]]:
+    """The components consumed most by value: per explosion key, units made times units used per unit."""
+    if demand.empty:
         return []
-    cost = consumed["component_item_id"].map(items.set_index("item_id")["standard_cost"])
-    valued = consumed.assign(value=consumed["qty"] * cost)
-    top = valued.groupby(["component_item_id", "uom"], as_index=False)[["qty", "value"]].sum()
+    made = demand.groupby("key", sort=False)["qty"].sum()
+    used = requirements[requirements["qty_per_unit"] > 0]
+    used = used.assign(qty=used["qty_per_unit"].to_numpy() * made.reindex(used["key"]).fillna(0.0).to_numpy())
+    top = used.groupby("component_item_id", as_index=False)["qty"].sum()
+    top = top[top["qty"] > 0]
+    master = items.set_index("item_id")
+    top["uom"] = top["component_item_id"].map(master["uom"])
+    top["value"] = top["qty"] * top["component_item_id"].map(master["standard_cost"])
     top = top.sort_values(["value", "component_item_id"], ascending=[False, True]).head(n)
-    return top.to_dict("records")
+    return top[["component_item_id", "uom", "qty", "value"]].to_dict("records")
 
 
 def _runs_row(result: RunResult, fingerprints: pd.DataFrame, inputs: Inputs, first_run: set[str]) -> pd.DataFrame:
