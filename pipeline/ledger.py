@@ -4,42 +4,126 @@ Adjustments are a pure function of the inputs: re-running a date gives the same 
 same `adjustment_id`s. The ledger holds what was sent downstream; each run appends only the
 difference between the current adjustments and what the ledger already sums to, so a re-run
 over unchanged input appends nothing and a correction appends exactly its delta.
+
+Keys are grouped and joined as integer codes (one shared, sorted vocabulary per key column), and
+text is only built for the rows that are returned: re-factorising and taking Arrow strings is
+what costs most at scale.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.rounding import round_half_away
 
 ADJUSTMENT_KEY = ["plant_id", "business_date", "location_id", "item_id", "kind"]
+KINDS = ("backflush_issue", "byproduct_receipt", "production_receipt")  # sorted: code order is text order
+ISSUE, BYPRODUCT, RECEIPT = range(len(KINDS))
 
-
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype="S1")
-_NIBBLE_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
 # two fixed SipHash keys: 128 bits of id, as stable as the key text
 _ID_KEYS = ("backflush-ids-k1", "backflush-ids-k2")
+_SEPARATOR = "\x1f"
+_MISSING_TEXT = "nan"  # the key text of a row with a missing part (as str(NaN))
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# byte value -> its two lowercase hex digits, high nibble first, as one 2-byte unit
+_HEX_PAIRS = np.stack([_HEX_DIGITS[np.arange(256) >> 4], _HEX_DIGITS[np.arange(256) & 15]],
+                      axis=1).view(np.uint16)[:, 0]
+_DATE_FORMAT = "%Y-%m-%d"
+_HASH_BLOCK = 1 << 20  # key texts hashed at a time
 
 
-def stable_ids(*parts: pd.Series) -> pd.Series:
-    """A deterministic 32-hex-digit id per row from the given key columns (SipHash-2-4, two keys)."""
-    if len(parts[0]) == 0:
-        return pd.Series([], dtype="str", index=parts[0].index)
-    joined = parts[0].astype("str")
-    for part in parts[1:]:
-        joined = joined + "\x1f" + part.astype("str")
-    text = pd.Series(joined.to_numpy(dtype=object), index=joined.index)
-    halves = [_hex16(pd.util.hash_pandas_object(text, index=False, hash_key=key, categorize=False).to_numpy())
-              for key in _ID_KEYS]
-    digits = np.char.add(halves[0], halves[1])
-    return pd.Series(digits.astype("U32"), index=joined.index).astype("str")
+def stable_ids(*parts: pd.Series | str) -> pd.Series:
+    """A deterministic 32-hex-digit id per row from the given key columns (SipHash-2-4, two keys).
+
+    The id hashes the UTF-8 text of the parts joined by U+001F; a str part is the same text on
+    every row (at least one part is a Series). The result has the index of the first Series part.
+    """
+    index = next(p.index for p in parts if isinstance(p, pd.Series))
+    if len(index) == 0:
+        return pd.Series([], dtype="str", index=index)
+    texts = [pa.scalar(p, pa.large_string()) if isinstance(p, str)
+             else pa.chunked_array(p.astype("str")).cast(pa.large_string()) for p in parts]
+    joined = pc.binary_join_element_wise(*texts, pa.scalar(_SEPARATOR, pa.large_string()))
+    joined = pc.fill_null(joined, _MISSING_TEXT)
+    words = np.empty((len(_ID_KEYS), len(joined)), dtype=np.uint64)
+    for start in range(0, len(joined), _HASH_BLOCK):
+        # bytes objects, hashed as they are (not re-encoded); one block at a time bounds their memory
+        keys = joined.slice(start, _HASH_BLOCK).cast(pa.large_binary()).to_numpy(zero_copy_only=False)
+        for word, key in zip(words, _ID_KEYS, strict=True):
+            word[start:start + len(keys)] = pd.util.hash_array(keys, hash_key=key, categorize=False)
+    return pd.Series(_hex_text(words), index=index, dtype="str")
 
 
-def _hex16(values: np.ndarray) -> np.ndarray:
-    """Each uint64 as 16 lowercase hex digits, without a Python loop."""
-    nibbles = (values.astype(np.uint64)[:, None] >> _NIBBLE_SHIFTS) & np.uint64(15)
-    return np.ascontiguousarray(_HEX_DIGITS[nibbles.astype(np.intp)]).view("S16").ravel()
+def _hex_text(words: np.ndarray) -> pa.Array:
+    """Per column of uint64 words, its words as lowercase hex digits (most significant first) in one string."""
+    raw = words.T.astype(">u8", order="C").view(np.uint8)  # one row of big-endian bytes per string
+    digits = _HEX_PAIRS[raw]  # two ASCII digits per byte, row after row: the string data buffer
+    width = 2 * raw.shape[1]
+    offsets = np.arange(0, width * (len(raw) + 1), width, dtype=np.int64)
+    return pa.LargeStringArray.from_buffers(len(raw), pa.py_buffer(offsets), pa.py_buffer(digits))
+
+
+class _Keys(NamedTuple):
+    """Key columns of several frames, numbered in one vocabulary per column; rows of all frames stacked."""
+
+    codes: list[np.ndarray]  # per column: the code of each stacked row
+    values: list[pd.Index]  # per column: the distinct values, sorted (missing last), at their code
+    key: np.ndarray  # per stacked row: one int64 that orders like the tuple of its values
+    size: int  # every key is below this
+    missing: np.ndarray  # per stacked row: some key value is missing
+
+
+def _keys(columns: list[list[pd.Series]]) -> _Keys:
+    """Code the key columns (each given as its parts, one per frame) jointly across frames."""
+    codes, values = [], []
+    for parts in columns:
+        c, v = pd.factorize(pd.concat(parts, ignore_index=True), sort=True, use_na_sentinel=False)
+        codes.append(c.astype(np.int32))
+        values.append(pd.Index(v))
+    key, size = np.zeros(len(codes[0]), dtype=np.int64), 1
+    missing = np.zeros(len(key), dtype=bool)
+    for c, v in zip(codes, values, strict=True):
+        key, size = _extend(key, size, c, len(v))
+        missing |= np.asarray(v.isna())[c]
+    return _Keys(codes, values, key, size, missing)
+
+
+def _extend(key: np.ndarray, size: int, codes: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """Append a column of codes (below n) to composite keys (below size), keeping their order."""
+    if size * n >= 2**63:  # would overflow: renumber the distinct keys densely first, in order
+        key, distinct = pd.factorize(key, sort=True)
+        size = len(distinct)
+    return key * n + codes, size * n
+
+
+def _master_rows(items: pd.DataFrame, item_ids: pd.Index) -> np.ndarray:
+    """The item-master row of each item id; -1 for an id the master lacks."""
+    return pd.Index(items["item_id"]).get_indexer(item_ids)
+
+
+def _numbers(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """A column's values at the given rows as float64; NaN at row -1 (and for missing values)."""
+    return np.append(column.to_numpy(dtype="float64", na_value=np.nan), np.nan)[rows]
+
+
+def _texts(column: pd.Series, rows: np.ndarray) -> pd.Series:
+    """A column's values at the given rows (missing at row -1), on a fresh RangeIndex."""
+    return pd.Series(column.array.take(rows, allow_fill=True))
+
+
+def _decode(keys: _Keys, rows: np.ndarray, names: list[str]) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """The key values of the given stacked rows, per column name."""
+    return {name: v.array.take(c[rows]) for name, v, c in zip(names, keys.values, keys.codes, strict=True)}
+
+
+def _date_text(keys: _Keys, rows: np.ndarray) -> pd.Series:
+    """business_date (key column 1) of the given stacked rows as YYYY-MM-DD, formatted once per date."""
+    return pd.Series(keys.values[1].strftime(_DATE_FORMAT).take(keys.codes[1][rows]))
 
 
 def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
@@ -48,37 +132,44 @@ def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame) 
     production_receipt: + good units of the produced item; backflush_issue: − consumed units of
     each backflushed component; byproduct_receipt: + units of each by-product.
     """
-    master = items.set_index("item_id")
-    keys = ["plant_id", "business_date", "location_id"]
-    receipts = demand.groupby(keys + ["item_id"], as_index=False).agg(
-        qty=("qty_good", "sum"), completions=("completions", "sum")
-    )
-    receipts["kind"] = "production_receipt"
-    components = flows.rename(columns={"item_id": "produced_item_id", "component_item_id": "item_id"})
-    consumed = components[components["qty_per_unit"] > 0]
-    consumed = consumed[consumed["item_id"].map(master["backflush"]).astype(bool)]
-    issues = consumed.groupby(keys + ["item_id"], as_index=False).agg(
-        qty=("qty", "sum"), completions=("completions", "sum")
-    )
-    issues["qty"] = -issues["qty"]
-    issues["kind"] = "backflush_issue"
-    byproducts = components[components["qty_per_unit"] < 0]
-    byproducts = byproducts.groupby(keys + ["item_id"], as_index=False).agg(
-        qty=("qty", "sum"), completions=("completions", "sum")
-    )
-    byproducts["qty"] = -byproducts["qty"]
-    byproducts["kind"] = "byproduct_receipt"
-    out = pd.concat([receipts, issues, byproducts], ignore_index=True)
-    # .astype: on an empty frame, map() keeps the key's string dtype
-    decimals = out["item_id"].map(master["uom_decimals"]).astype("float64")
-    out["qty"] = pd.Series(round_half_away(out["qty"].astype("float64"), decimals), index=out.index)
-    out["uom"] = out["item_id"].map(master["uom"])
-    out["value"] = out["qty"] * out["item_id"].map(master["standard_cost"]).astype("float64")
-    out["completions"] = out["completions"].astype("int64")
-    out["adjustment_id"] = stable_ids(
-        out["plant_id"], out["business_date"].dt.strftime("%Y-%m-%d"), out["location_id"], out["item_id"], out["kind"]
-    )
-    return out.sort_values(ADJUSTMENT_KEY).reset_index(drop=True)
+    keys = _keys([[demand["plant_id"], flows["plant_id"]], [demand["business_date"], flows["business_date"]],
+                  [demand["location_id"], flows["location_id"]], [demand["item_id"], flows["component_item_id"]]])
+    master = _master_rows(items, keys.values[3])
+    item = keys.codes[3]
+    n = len(demand)
+    per_unit = flows["qty_per_unit"].to_numpy(dtype="float64", na_value=np.nan)
+    consumed = np.flatnonzero(per_unit > 0)
+    backflush = _numbers(items["backflush"], master[item[n + consumed]])
+    if np.isnan(backflush).any():
+        raise ValueError("cannot convert float NaN to bool: a consumed component has no backflush flag")
+    issued = np.zeros(len(flows), dtype=bool)
+    issued[consumed] = backflush.astype(bool)
+    kind = np.concatenate([np.full(n, RECEIPT), np.where(per_unit > 0, ISSUE, BYPRODUCT)]).astype(np.int8)
+    rows = np.concatenate([np.arange(n), n + np.flatnonzero(issued | (per_unit < 0))])
+    rows = rows[~keys.missing[rows]]  # as groupby: a row with a missing key is in no group
+    group, _ = _extend(keys.key[rows], keys.size, kind[rows], len(KINDS))
+    qty = np.concatenate([demand["qty_good"].to_numpy(dtype="float64", na_value=np.nan),
+                          flows["qty"].to_numpy(dtype="float64", na_value=np.nan)])
+    completions = np.concatenate([demand["completions"].to_numpy(), flows["completions"].to_numpy()])
+    # sorted by key, and each group sums its rows in input order: the sums of a groupby per kind
+    sums = pd.DataFrame({"qty": qty[rows], "completions": completions[rows], "row": rows}).groupby(
+        group, sort=True).agg(qty=("qty", "sum"), completions=("completions", "sum"), row=("row", "first"))
+    first = sums["row"].to_numpy()
+    kinds = kind[first]
+    item_rows = master[item[first]]
+    total = sums["qty"].to_numpy()
+    rounded = round_half_away(np.where(kinds == RECEIPT, total, -total), _numbers(items["uom_decimals"], item_rows))
+    out = pd.DataFrame({
+        **_decode(keys, first, ADJUSTMENT_KEY[:4]),
+        "qty": rounded,
+        "completions": sums["completions"].to_numpy().astype("int64"),
+        "kind": pd.array(KINDS, dtype="str").take(kinds),
+        "uom": items["uom"].array.take(item_rows, allow_fill=True),
+        "value": rounded * _numbers(items["standard_cost"], item_rows),
+    }, copy=False)
+    out["adjustment_id"] = stable_ids(out["plant_id"], _date_text(keys, first), out["location_id"], out["item_id"],
+                                      out["kind"])
+    return out
 
 
 def postings_delta(
@@ -95,30 +186,52 @@ def postings_delta(
     scope: the (plant_id, business_date) pairs whose adjustments were recomputed; a key posted
     before but absent now is reversed to zero.
     """
-    in_scope = ledger.merge(scope, on=["plant_id", "business_date"], how="inner")
-    posted = in_scope.groupby(ADJUSTMENT_KEY, as_index=False).agg(
-        posted=("qty_delta", "sum"), posted_uom=("uom", "last")
-    )
-    wanted = current[ADJUSTMENT_KEY + ["qty", "uom", "adjustment_id"]]
-    if wanted.empty and posted.empty:
-        # nothing wanted, nothing posted (and pandas cannot merge two chunk-less Arrow string keys)
+    ledger = ledger[ADJUSTMENT_KEY + ["qty_delta", "uom"]]
+    in_scope = _in_scope(ledger, scope)
+    if not in_scope.all():
+        ledger = ledger[in_scope]
+    keys = _keys([[current[c], ledger[c]] for c in ADJUSTMENT_KEY])
+    n = len(current)
+    old = np.flatnonzero(~keys.missing[n:])  # as groupby: a ledger row with a missing key is in no group
+    uom_posted = ledger["uom"].notna().to_numpy()[old]
+    # per key: the posted sum (in ledger order), a stacked row with the key, the last ledger row with a uom
+    posted = pd.DataFrame({"posted": ledger["qty_delta"].to_numpy()[old], "row": n + old,
+                           "uom_row": np.where(uom_posted, old, np.nan)}).groupby(keys.key[n:][old], sort=True).agg(
+        posted=("posted", "sum"), row=("row", "first"), uom_row=("uom_row", "last"))
+    if n == 0 and posted.empty:
         return _empty_postings()
-    both = wanted.merge(posted, on=ADJUSTMENT_KEY, how="outer")
-    decimals = both["item_id"].map(items.set_index("item_id")["uom_decimals"]).astype("float64").fillna(9)
-    delta = round_half_away(both["qty"].fillna(0.0) - both["posted"].fillna(0.0), decimals)
-    both["qty_delta"] = delta
-    both = both[np.abs(delta) > 0].copy()
-    both["uom"] = both["uom"].fillna(both["posted_uom"])
-    missing = both["adjustment_id"].isna()  # keys reversed to zero: no current adjustment carries the id
-    if missing.any():
-        gone = both[missing]
-        both.loc[missing, "adjustment_id"] = stable_ids(
-            gone["plant_id"], gone["business_date"].dt.strftime("%Y-%m-%d"), gone["location_id"], gone["item_id"],
-            gone["kind"])
-    both["run_id"] = run_id
-    both["posting_id"] = stable_ids(both["run_id"], both["adjustment_id"])
-    both["posted_at"] = posted_at
-    return both[POSTING_COLUMNS].sort_values(ADJUSTMENT_KEY).reset_index(drop=True)
+    wanted = pd.DataFrame({"key": keys.key[:n], "current": np.arange(n)})
+    both = wanted.merge(posted.rename_axis("key").reset_index(), on="key", how="outer", sort=True)
+    now = both["current"].fillna(-1).to_numpy(dtype=np.int64)  # row in `current`, -1 if none
+    stacked = np.where(now >= 0, now, both["row"].fillna(-1).to_numpy(dtype=np.int64))
+    decimals = _numbers(items["uom_decimals"], _master_rows(items, keys.values[3])[keys.codes[3][stacked]])
+    qty = _numbers(current["qty"], now)
+    delta = round_half_away(np.where(np.isnan(qty), 0.0, qty) - both["posted"].fillna(0.0).to_numpy(),
+                            np.where(np.isnan(decimals), 9.0, decimals))
+    keep = np.flatnonzero(np.abs(delta) > 0)
+    now, stacked = now[keep], stacked[keep]
+    out = pd.DataFrame(_decode(keys, stacked, ADJUSTMENT_KEY), copy=False)
+    posted_uom = _texts(ledger["uom"], both["uom_row"].fillna(-1).to_numpy(dtype=np.int64)[keep])
+    out["uom"] = _texts(current["uom"], now).fillna(posted_uom)
+    out["qty_delta"] = delta[keep]
+    # keys reversed to zero: no current adjustment carries the id
+    ids = _texts(current["adjustment_id"], now)
+    gone = ids.isna().to_numpy()
+    if gone.any():
+        rows = out[gone]
+        ids = ids.fillna(stable_ids(rows["plant_id"], _date_text(keys, stacked[gone]).set_axis(rows.index),
+                                    rows["location_id"], rows["item_id"], rows["kind"]))
+    out["adjustment_id"] = ids
+    out["run_id"] = run_id
+    out["posting_id"] = stable_ids(run_id, out["adjustment_id"])
+    out["posted_at"] = posted_at
+    return out[POSTING_COLUMNS]
+
+
+def _in_scope(frame: pd.DataFrame, scope: pd.DataFrame) -> np.ndarray:
+    """Whether each row's (plant_id, business_date) is one of the scope's pairs."""
+    keys = _keys([[frame[c], scope[c]] for c in ("plant_id", "business_date")])
+    return np.isin(keys.key[:len(frame)], keys.key[len(frame):])
 
 
 POSTING_COLUMNS = ["posting_id", "run_id", "plant_id", "business_date", "adjustment_id", "location_id",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import ledger
 from pipeline.rounding import round_half_away
 from tests.landing import make_landing, read, run
 
@@ -150,3 +151,75 @@ def test_round_half_away(value: float, decimals: int, expected: float) -> None:
     got = round_half_away(np.array([value]), np.array([decimals]))[0]
     assert got == pytest.approx(expected, abs=1e-12)
     assert np.signbit(got) == np.signbit(expected)
+
+
+def _one(value: str) -> pd.Series:
+    return pd.Series([value], dtype="str")
+
+
+def test_ids_keep_their_persisted_values() -> None:
+    # adjustment_id and posting_id are stored in users' warehouses: these values must never change
+    key = [_one("P1"), _one("2026-03-02"), _one("L1"), _one("FG"), _one("production_receipt")]
+    assert ledger.stable_ids(*key).tolist() == ["de1882293cb9251a06435a574dbf0832"]
+    posting = ledger.stable_ids("20260302T100000000000Z-0123abcd", _one("e52e8e019d0c1ebb6bbbc599eb536f80"))
+    assert posting.tolist() == ["12b740cb41388a0ef72fc3f7f1e81f65"]
+    assert ledger.stable_ids(_one("Zürich"), _one("日本")).tolist() == ["7b697296eeaca295f7d1a53c64905702"]
+
+
+def _row_id(*parts: object) -> str:
+    """The id, one row at a time: two SipHash-2-4 words of the joined UTF-8 text ("nan" if a part is missing)."""
+    text = "nan" if any(pd.isna(p) for p in parts) else "\x1f".join(str(p) for p in parts)
+    words = [pd.util.hash_array(np.array([text], dtype=object), hash_key=key, categorize=False)[0]
+             for key in ("backflush-ids-k1", "backflush-ids-k2")]
+    return "".join(f"{w:016x}" for w in words)
+
+
+def test_stable_ids_follow_the_row_by_row_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "_HASH_BLOCK", 2)  # several hashing blocks
+    a = pd.Series(["Zürich", "", None, "P1", "日本語", "x" * 300, "ß"], dtype="str", index=[6, 5, 4, 3, 2, 1, 0])
+    b = pd.Series(["日本", "", "x", "\x1f", "é", "y", None], dtype="str", index=a.index)
+    ids = ledger.stable_ids(a, "run", b)
+    assert ids.index.equals(a.index) and ids.dtype == "str"
+    assert ids.tolist() == [_row_id(x, "run", y) for x, y in zip(a, b, strict=True)]
+    assert ledger.stable_ids(a.iloc[:0], b.iloc[:0]).dtype == "str"
+
+
+def _adjustments_by_groupby(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """The plain pandas definition of `ledger.adjustments` (one groupby per kind, then a sort)."""
+    master = items.set_index("item_id")
+    keys = ["plant_id", "business_date", "location_id", "item_id"]
+    components = flows.rename(columns={"item_id": "produced_item_id", "component_item_id": "item_id"})
+    consumed = components[components["qty_per_unit"] > 0]
+    parts = [(demand.rename(columns={"qty_good": "qty"}), 1.0, "production_receipt"),
+             (consumed[consumed["item_id"].map(master["backflush"]).astype(bool)], -1.0, "backflush_issue"),
+             (components[components["qty_per_unit"] < 0], -1.0, "byproduct_receipt")]
+    out = pd.concat([rows.groupby(keys, as_index=False).agg(qty=("qty", "sum"), completions=("completions", "sum"))
+                     .assign(qty=lambda f, s=sign: s * f["qty"], kind=kind) for rows, sign, kind in parts],
+                    ignore_index=True)
+    out["qty"] = round_half_away(out["qty"], out["item_id"].map(master["uom_decimals"]).astype("float64"))
+    out["uom"] = out["item_id"].map(master["uom"])
+    out["value"] = out["qty"] * out["item_id"].map(master["standard_cost"]).astype("float64")
+    out["adjustment_id"] = [_row_id(p, d.strftime("%Y-%m-%d"), loc, i, k) for p, d, loc, i, k in
+                            zip(out.plant_id, out.business_date, out.location_id, out.item_id, out.kind, strict=True)]
+    return out.sort_values(ledger.ADJUSTMENT_KEY).reset_index(drop=True)
+
+
+def test_adjustments_match_the_groupby_definition() -> None:
+    rng = np.random.default_rng(3)
+    ids = np.array(["FG", "RM", "rm", "Ä-1", "B", "B2", "日本", "Z"])
+    items = pd.DataFrame({"item_id": pd.Series(ids, dtype="str"), "uom": pd.Series(["EA", "kg"] * 4, dtype="str"),
+                          "standard_cost": rng.random(8) * 10, "backflush": pd.array([True] * 6 + [False] * 2),
+                          "uom_decimals": rng.integers(0, 4, 8).astype("float64")})
+
+    def frame(n: int, **columns: object) -> pd.DataFrame:
+        return pd.DataFrame({"plant_id": pd.Series(rng.choice(["P2", "P1", "Pü"], n), dtype="str"),
+                             "business_date": pd.to_datetime("2026-03-01") + pd.to_timedelta(rng.integers(0, 4, n), "D"),
+                             "location_id": pd.Series(rng.choice(["L1", "L10", "L2"], n), dtype="str"),
+                             "item_id": pd.Series(rng.choice(ids, n), dtype="str"), **columns})
+
+    demand = frame(600, qty_good=rng.integers(0, 9, 600) * 1.0, completions=rng.integers(1, 3, 600))
+    flows = frame(2000, component_item_id=pd.Series(rng.choice(ids, 2000), dtype="str"),
+                  qty_per_unit=rng.choice([0.0, 1.5, -0.25, 2.675, 0.004], 2000), qty=rng.random(2000) * 9,
+                  completions=rng.integers(1, 3, 2000))
+    got = ledger.adjustments(demand, flows, items)
+    pd.testing.assert_frame_equal(got, _adjustments_by_groupby(demand, flows, items), check_exact=True)
