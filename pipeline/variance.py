@@ -259,7 +259,9 @@ def window_flows(
     at = finder.place_codes(completions["plant_id"], completions["location_id"])
     keep = at >= 0
     completions, at = completions[keep], at[keep]
-    received = finder.locate_codes(at, finder.item_codes(completions["item_id"]), completions["completed_at"])
+    times = _micros(completions["completed_at"])
+    rank = finder.rank(times)  # once per completion, shared by every component it uses
+    received = finder.locate_codes(at, finder.item_codes(completions["item_id"]), times, rank)
     zeros["receipts_qty"] += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
 
     # component flows: only requirements of components counted somewhere at the key's plant
@@ -269,7 +271,6 @@ def window_flows(
     req_component = req["component"].to_numpy(dtype="int64")
     req_qpu = req["qty_per_unit"].to_numpy(dtype="float64")
     keys = completions["key"].to_numpy(dtype="int64")
-    times = _micros(completions["completed_at"])
     qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
     for start in range(0, len(completions), _CHUNK_ROWS):
         part = slice(start, start + _CHUNK_ROWS)
@@ -277,12 +278,15 @@ def window_flows(
         width = np.searchsorted(req_keys, keys[part], side="right") - first
         row = np.repeat(np.arange(len(first)), width)
         line = np.repeat(first - np.cumsum(width) + width, width) + np.arange(int(width.sum()))
-        window = finder.locate_codes(at[part][row], req_component[line], times[part][row], micros=True)
+        window = finder.locate_codes(at[part][row], req_component[line], times[part][row], rank[part][row])
         flow = qty[part][row] * req_qpu[line]
         used = req_qpu[line] > 0
         zeros["usage_qty"] += finder.sums(window, np.where(used, flow, 0.0))
         zeros["receipts_qty"] += finder.sums(window, np.where(used, 0.0, -flow))
     return pd.DataFrame(zeros)
+
+
+_DENSE_MAX = 20_000_000  # (place x item) grid cells for a direct stock-key lookup table (160 MB)
 
 
 class _WindowFinder:
@@ -297,6 +301,11 @@ class _WindowFinder:
         item = self.item_codes(counts["item_id"])
         stock = place.astype("int64") * len(self.items) + item
         self.stock_keys, stock_code = np.unique(stock, return_inverse=True)
+        # stock key -> its index, by direct lookup when the (place x item) grid is small enough
+        size = len(self.places) * len(self.items)
+        self.dense = np.full(size, -1, dtype="int64") if size <= _DENSE_MAX else None
+        if self.dense is not None:
+            self.dense[self.stock_keys] = np.arange(len(self.stock_keys))
         closes = _micros(counts["counted_at"])
         self.opens = np.where(has_window, _micros(counts["previous_counted_at"].fillna(counts["counted_at"])), 0)
         self.ends = np.unique(closes[has_window])
@@ -307,30 +316,49 @@ class _WindowFinder:
         self.composite, self.window, self.span = composite[order], window[order], span
 
     def item_codes(self, item_ids: pd.Series) -> np.ndarray:
-        return self.items.get_indexer(item_ids.to_numpy(dtype=object)).astype("int64")
+        """Position of each item in `self.items` (-1: none); hashes each distinct value once."""
+        codes, distinct = pd.factorize(item_ids)
+        found = self.items.get_indexer(np.asarray(distinct, dtype=object)).astype("int64")
+        return np.where(codes >= 0, found[codes], -1)
 
     def place_codes(self, plant_ids: pd.Series, location_ids: pd.Series) -> np.ndarray:
-        return self.places.get_indexer(pd.MultiIndex.from_arrays([plant_ids, location_ids])).astype("int64")
+        """Position of each (plant, location) in `self.places` (-1: none counted there)."""
+        plant, plants = pd.factorize(plant_ids)
+        location, locations = pd.factorize(location_ids)
+        grid = self.places.get_indexer(pd.MultiIndex.from_product(
+            [np.asarray(plants, dtype=object), np.asarray(locations, dtype=object)])).astype("int64")
+        return np.where((plant >= 0) & (location >= 0), grid[plant.astype("int64") * len(locations) + location], -1)
 
     def locate(self, plant_ids: pd.Series, location_ids: pd.Series, item_ids: pd.Series, at: pd.Series) -> np.ndarray:
-        return self.locate_codes(self.place_codes(plant_ids, location_ids), self.item_codes(item_ids), at)
+        times = _micros(at)
+        return self.locate_codes(self.place_codes(plant_ids, location_ids), self.item_codes(item_ids), times,
+                                 self.rank(times))
 
-    def locate_codes(self, place: np.ndarray, item: np.ndarray, at: pd.Series | np.ndarray,
-                     micros: bool = False) -> np.ndarray:
+    def rank(self, times: np.ndarray) -> np.ndarray:
+        """Per event time, the index of the first window end at or after it."""
+        return np.searchsorted(self.ends, times, side="left")
+
+    def locate_codes(self, place: np.ndarray, item: np.ndarray, times: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """The count (row of `counts`) whose window holds each event, -1 for none."""
-        times = at if micros else _micros(at)  # type: ignore[arg-type]
+        out = np.full(len(place), -1, dtype="int64")
+        valid = (place >= 0) & (item >= 0)
         stock = place * len(self.items) + item
-        pos = np.searchsorted(self.stock_keys, stock)
-        pos = np.minimum(pos, len(self.stock_keys) - 1)
-        counted = (place >= 0) & (item >= 0) & (self.stock_keys[pos] == stock)
-        probe = pos * self.span + np.searchsorted(self.ends, times, side="left")
+        if self.dense is not None:
+            index = np.where(valid, self.dense[np.where(valid, stock, 0)], -1)
+        else:
+            pos = np.minimum(np.searchsorted(self.stock_keys, stock), len(self.stock_keys) - 1)
+            index = np.where(valid & (self.stock_keys[pos] == stock), pos, -1)
+        hit = np.flatnonzero(index >= 0)  # only counted stock keys go on to the window search
+        if not len(hit):
+            return out
+        probe = index[hit] * self.span + rank[hit]
         found = np.searchsorted(self.composite, probe, side="left")
         beyond = found == len(self.composite)  # after the last window of every stock key
         found[beyond] = 0
-        same_key = ~beyond & (self.composite[found] // self.span == pos)
         window = self.window[found]
-        inside = counted & same_key & (times > self.opens[window])
-        return np.where(inside, window, -1)
+        inside = ~beyond & (self.composite[found] // self.span == index[hit]) & (times[hit] > self.opens[window])
+        out[hit[inside]] = window[inside]
+        return out
 
     def sums(self, window: np.ndarray, values: np.ndarray) -> np.ndarray:
         hit = window >= 0
