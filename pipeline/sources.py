@@ -8,6 +8,7 @@ column, an unreadable file) stops the run with a one-line `SourceError`.
 from __future__ import annotations
 
 import io
+import re
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pandera.errors
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schemas
@@ -119,8 +121,36 @@ def _as_text(values: pd.Series) -> pd.Series:
         text = values.astype("str")
     else:
         text = values.astype("str").where(values.notna())
-    text = text.str.strip()
+    text = _strip(text)
     return text.where(text != "")
+
+
+def _strip(text: pd.Series) -> pd.Series:
+    """`text.str.strip()`, but `text` itself (no second copy of the strings) when no value would change."""
+    if _is_arrow_text(text) and not any(_strippable(chunk) for chunk in _arrow(text).chunks):
+        return text
+    return text.str.strip()
+
+
+def _strippable(strings: pa.Array) -> bool:
+    """Whether a string has surrounding whitespace (pandas strips Arrow strings with utf8_trim_whitespace)."""
+    # stripping only removes characters: as many bytes after as before means no value changes
+    return _byte_count(pc.utf8_trim_whitespace(strings)) != _byte_count(strings)
+
+
+def _byte_count(strings: pa.Array) -> int:
+    return pc.sum(pc.binary_length(strings)).as_py() or 0
+
+
+def _is_arrow_text(values: pd.Series) -> bool:
+    """Whether `values` are strings stored in Arrow (pandas' default `str` dtype)."""
+    return isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"
+
+
+def _arrow(values: pd.Series) -> pa.ChunkedArray:
+    """The Arrow array behind an Arrow-backed Series, as stored (no copy)."""
+    array = pa.array(values.array)
+    return array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
 
 
 def _is_text(values: pd.Series) -> bool:
@@ -231,45 +261,41 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
             )
         raw = raw.reset_index(drop=True)
         typed = pd.DataFrame(index=raw.index)
-        problems = pd.Series("", index=raw.index, dtype="str")
+        problems: list[pd.Series] = []  # text for the failing rows of one check each, by row label
         for column in raw.columns:
-            # only Python strings (CSV) can hold undecodable bytes; Arrow strings cannot
-            if raw[column].dtype == object and pd.api.types.infer_dtype(raw[column], skipna=True) == "string":
-                undecodable = raw[column].str.contains(_SURROGATES, regex=True, na=False)
-                if undecodable.any():
-                    problems = problems.where(~undecodable, problems + str(column) + " holds bytes that are not UTF-8; ")
-                    raw[column] = raw[column].str.replace(_SURROGATES, "\ufffd", regex=True)
+            undecodable = _undecodable(raw[column])
+            if undecodable is not None:
+                text = str(column) + " holds bytes that are not UTF-8; "
+                problems.append(pd.Series(text, index=raw.index[undecodable], dtype="str"))
+                raw[column] = raw[column].str.replace(_SURROGATES, "\ufffd", regex=True)
         for column, kind in kinds.items():
             if column not in raw.columns:
                 default = defaults.get(column)
                 typed[column] = _default_column(kind, default, len(raw))
                 continue
             values = _COERCE[kind](raw[column])
-            present = _present(raw[column]) if kind != "str" else values.notna()
-            failed = present & values.isna()
-            if failed.any():
-                shown = raw[column].astype("str").str.slice(0, 60)
-                problems = problems.where(
-                    ~failed, problems + column + " = " + shown.map(repr) + " is not " + _KIND_WORDS[kind] + "; "
-                )
-            default = defaults.get(column)
-            if default is not None:
-                values = values.where(values.notna() | failed, _default_column(kind, default, len(raw)))
+            unset = values.isna()
+            if unset.any():  # a missing value fails if one was given, else it takes the default
+                present = _present(raw[column]) if kind != "str" else values.notna()
+                failed = present & unset
+                if failed.any():
+                    shown = raw[column][failed].astype("str").str.slice(0, 60)
+                    problems.append(column + " = " + shown.map(repr) + " is not " + _KIND_WORDS[kind] + "; ")
+                default = defaults.get(column)
+                if default is not None:
+                    values = values.where(~unset | failed, _default_column(kind, default, len(raw)))
             typed[column] = values
-        typed["_source"] = source + ":" + (raw.index + 2).astype("str")  # header is line 1
+        # header is line 1; an integer Series is cast to text by Arrow (an Index goes value by value)
+        typed["_source"] = source + ":" + pd.Series(np.arange(2, len(raw) + 2), index=raw.index).astype("str")
         raw = raw.assign(_source=typed["_source"])
-        bad = problems != ""
-        if bad.any():
+        if problems:
+            messages = pd.concat(problems).groupby(level=0, sort=True).agg("".join).astype("str")
+            bad = raw.index.isin(messages.index)
             bad_parts.append(
-                _quarantine_frame(
-                    table,
-                    typed[bad],
-                    "INVALID",
-                    problems[bad].str.rstrip("; "),
-                    _row_json(raw[bad]),
-                )
+                _quarantine_frame(table, typed[bad], "INVALID", messages.str.rstrip("; "), _row_json(raw[bad]))
             )
-        valid, failed_checks = validate_table(table, _finalise_dtypes(table, typed[~bad]), raw[~bad])
+            typed, raw = typed[~bad], raw[~bad]
+        valid, failed_checks = validate_table(table, _finalise_dtypes(table, typed), raw)
         typed_parts.append(valid)
         if not failed_checks.empty:
             bad_parts.append(failed_checks)
@@ -279,6 +305,16 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
     typed_all = _finalise_dtypes(table, typed_all)
     bad_all = pd.concat(bad_parts, ignore_index=True) if bad_parts else empty_quarantine()
     return typed_all, bad_all
+
+
+def _undecodable(values: pd.Series) -> np.ndarray | None:
+    """Which values hold bytes that are not UTF-8; None when none does."""
+    # only Python strings (CSV) can hold undecodable bytes; Arrow strings cannot
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) != "string":
+        return None
+    if not re.search(_SURROGATES, "".join(values.dropna())):  # one scan of all the text, not one per value
+        return None
+    return values.str.contains(_SURROGATES, regex=True, na=False).to_numpy()
 
 
 def _default_column(kind: str, default: object, n: int) -> pd.Series:
@@ -337,7 +373,8 @@ def validate_table(
         if kind == "bool":
             checked[column] = checked[column].astype(object).where(checked[column].notna(), None)
     try:
-        model.validate(_for_pandera(table, checked), lazy=True)
+        # the frame checked is this function's own (copy-on-write) copy: pandera need not copy it again
+        model.validate(_for_pandera(table, checked), lazy=True, inplace=True)
         return typed, empty_quarantine()
     except pandera.errors.SchemaErrors as exc:
         cases = exc.failure_cases
@@ -384,21 +421,24 @@ def _failure_text(cases: pd.DataFrame) -> pd.Series:
     return text.where(~dtype_failure, column + " has values of the wrong type")
 
 
+_EMPTY_QUARANTINE = pd.DataFrame(
+    {
+        "table": pd.Series([], dtype="str"),
+        "plant_id": pd.Series([], dtype="str"),
+        "business_date": pd.Series([], dtype="datetime64[ns]"),
+        "source_key": pd.Series([], dtype="str"),
+        "error_code": pd.Series([], dtype="str"),
+        "message": pd.Series([], dtype="str"),
+        "row": pd.Series([], dtype="str"),
+        "source": pd.Series([], dtype="str"),
+        "event_at": pd.Series([], dtype="datetime64[us, UTC]"),
+    }
+)
+
+
 def empty_quarantine() -> pd.DataFrame:
     """A quarantine frame with no rows and the right columns."""
-    return pd.DataFrame(
-        {
-            "table": pd.Series([], dtype="str"),
-            "plant_id": pd.Series([], dtype="str"),
-            "business_date": pd.Series([], dtype="datetime64[ns]"),
-            "source_key": pd.Series([], dtype="str"),
-            "error_code": pd.Series([], dtype="str"),
-            "message": pd.Series([], dtype="str"),
-            "row": pd.Series([], dtype="str"),
-            "source": pd.Series([], dtype="str"),
-            "event_at": pd.Series([], dtype="datetime64[us, UTC]"),
-        }
-    )
+    return _EMPTY_QUARANTINE.copy()  # building one from scratch costs milliseconds, and it is asked for often
 
 
 def source_keys(table: str, rows: pd.DataFrame) -> pd.Series:
@@ -464,7 +504,7 @@ def quarantine_rows(
 def _dedupe_by_key(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Identical repeats collapse to one row; conflicting rows with one key are DUPLICATE_ID."""
     key = schemas.INPUT_KEYS[table]
-    if key is None or frame.empty:
+    if key is None or frame.empty or not _repeated(frame[key]).any():
         return frame, empty_quarantine(), 0
     content = list(schemas.column_kinds(table))
     unique = frame.drop_duplicates(subset=content)
@@ -480,6 +520,53 @@ def _dedupe_by_key(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     return unique[~conflicting], quarantine_rows(table, bad, "DUPLICATE_ID", message), repeated
 
 
+def _isin(values: pd.Series, allowed: pd.Series) -> pd.Series:
+    """`values.isin(allowed)`; in Arrow when both hold Arrow strings (pandas goes value by value)."""
+    if not (_is_arrow_text(values) and _is_arrow_text(allowed)):
+        return values.isin(allowed)
+    strings = _arrow(values)
+    found = pc.is_in(strings, value_set=_arrow(allowed).cast(strings.type))  # null matches null, as in pandas
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier (2**64 / golden ratio) of the string hash
+
+
+def _repeated(values: pd.Series) -> np.ndarray:
+    """Whether each value occurs more than once, as `values.duplicated(keep=False)` says.
+
+    Short ASCII Arrow strings (ids) are padded to whole 64-bit words and hashed in numpy; only the
+    few rows whose hash repeats are then compared exactly. Hashing them in pandas is 3x slower.
+    """
+    if _is_arrow_text(values) and len(values) and not values.hasnans:
+        strings = _arrow(values)
+        width = -(-pc.max(pc.binary_length(strings)).as_py() // 8) * 8
+        if 0 < width <= 64 and pc.all(pc.string_is_ascii(strings)).as_py():
+            hashes = np.concatenate([_hashes(chunk, width) for chunk in strings.chunks])
+            maybe = np.flatnonzero(_repeated_numbers(hashes))
+            repeated = np.zeros(len(values), dtype=bool)
+            repeated[maybe] = values.iloc[maybe].duplicated(keep=False).to_numpy()
+            return repeated
+    return values.duplicated(keep=False).to_numpy()
+
+
+def _hashes(strings: pa.Array, width: int) -> np.ndarray:
+    """A 64-bit hash of each ASCII string of at most `width` bytes (a multiple of 8)."""
+    padded = pc.cast(pc.ascii_rpad(strings, width=width, padding=" "), pa.binary(width))
+    data = np.frombuffer(padded.buffers()[1], dtype=np.uint8)[padded.offset * width:][: len(padded) * width]
+    hashes = np.zeros(len(padded), dtype=np.uint64)
+    for word in data.view(np.uint64).reshape(len(padded), width // 8).T:
+        hashes = (hashes ^ word) * _MIX
+    return hashes
+
+
+def _repeated_numbers(numbers: np.ndarray) -> np.ndarray:
+    """Whether each number occurs more than once (a sort finds the few repeated ones fast)."""
+    ordered = np.sort(numbers)
+    repeats = ordered[1:][ordered[1:] == ordered[:-1]]
+    return pd.Series(numbers).isin(repeats).to_numpy()
+
+
 def latest_completions(completions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """One version per completion: the latest `recorded_at` wins; ties that differ are ambiguous.
 
@@ -491,26 +578,28 @@ def latest_completions(completions: pd.DataFrame) -> tuple[pd.DataFrame, pd.Data
     frame = completions.copy(deep=False)
     frame["recorded_at"] = frame["recorded_at"].fillna(frame["completed_at"])
     # only ids sent more than once need versions compared (a few percent of the rows at most)
-    repeated = frame["completion_id"].duplicated(keep=False).to_numpy()
+    repeated = _repeated(frame["completion_id"])
     if not repeated.any():
         return frame, empty_quarantine(), 0
-    single, versions = frame[~repeated], frame[repeated]
+    positions = np.flatnonzero(repeated)
+    versions = frame.iloc[positions].set_axis(positions)  # labelled by position in `frame`
     content = list(schemas.column_kinds("completions"))
     unique = versions.drop_duplicates(subset=content)
     latest = unique.groupby("completion_id", sort=False)["recorded_at"].transform("max")
     winners = unique[unique["recorded_at"] == latest]
-    current = pd.concat([single, winners])
-    superseded = len(frame) - len(current)
-    conflicting = current["completion_id"].duplicated(keep=False)
+    conflicting = winners["completion_id"].duplicated(keep=False)  # an id sent once has no rival
+    # the rows sent once, then the winning versions: one copy of the table, not one per step
+    current = frame.take(np.concatenate([np.flatnonzero(~repeated), winners.index[~conflicting]]))
+    superseded = len(frame) - len(current) - int(conflicting.sum())
     if not conflicting.any():
         return current, empty_quarantine(), superseded
-    bad = current[conflicting]
+    bad = winners[conflicting]
     message = (
         "completion_id " + bad["completion_id"].astype("str").map(repr)
         + " has " + bad.groupby("completion_id")["completion_id"].transform("size").astype("str")
         + " different versions recorded at " + bad["recorded_at"].astype("str")
     )
-    return current[~conflicting], quarantine_rows("completions", bad, "DUPLICATE_ID", message), superseded
+    return current, quarantine_rows("completions", bad, "DUPLICATE_ID", message), superseded
 
 
 # ------------------------------------------------------------------------------------ time zones
@@ -530,13 +619,18 @@ def plant_timezones(
 
 def business_dates(timestamps: pd.Series, plant_ids: pd.Series, zones: pd.DataFrame) -> pd.Series:
     """The calendar date of each UTC timestamp in its plant's time zone (naive midnight)."""
-    zone_of = plant_ids.map(dict(zip(zones["plant_id"], zones["timezone"], strict=True))).astype("object").fillna("UTC")
-    out = pd.Series(pd.NaT, index=timestamps.index, dtype="datetime64[ns]")
-    for zone in zone_of.unique():
-        mask = zone_of == zone
-        local = timestamps[mask].dt.tz_convert(zone).dt.tz_localize(None)
-        out[mask] = local.dt.normalize().astype("datetime64[ns]")
-    return out
+    zone_of = dict(zip(zones["plant_id"], zones["timezone"], strict=True))
+    plant_codes, plants = pd.factorize(plant_ids)  # a missing plant is -1, the last zone: UTC
+    names, zone_codes = np.unique([zone_of.get(p, "UTC") for p in plants] + ["UTC"], return_inverse=True)
+    row_zones = zone_codes[plant_codes]
+    stamps = timestamps.array
+    out = np.full(len(stamps), np.datetime64("NaT"), dtype="datetime64[ns]")
+    for code, zone in enumerate(names):
+        rows = np.flatnonzero(row_zones == code)
+        if len(rows):
+            local = stamps[rows].tz_convert(zone).tz_localize(None).normalize()
+            out[rows] = local.as_unit("ns").to_numpy()
+    return pd.Series(out, index=timestamps.index)
 
 
 UNIT_QUANTITIES = {"completions": ["qty_good", "qty_scrap"], "stock_counts": ["counted_qty"], "movements": ["qty"]}
@@ -550,7 +644,7 @@ def _in_base_units(
     from pipeline.bom import conversion_factors
 
     probe = frame[["item_id", "uom"]].rename(columns={"item_id": "component_item_id"})
-    known = frame["item_id"].isin(items["item_id"])
+    known = _isin(frame["item_id"], items["item_id"])
     factor = conversion_factors(probe, items, conversions).where(frame["uom"].notna(), 1.0)
     failed = known & factor.isna()  # unknown items are judged (and rejected) elsewhere
     converted = frame.copy(deep=False)
@@ -637,22 +731,23 @@ def load_inputs(
         seen |= set(rejects.loc[plant_rows, "plant_id"].dropna())
     zones = plant_timezones(accepted["plants"], seen - bad_plants, timezone_overrides)
 
-    def reject(table: str, mask: pd.Series, code: str, message: pd.Series) -> None:
-        """Move the accepted rows of `table` where `mask` holds to quarantine."""
+    def reject(table: str, mask: pd.Series, code: str, message: Callable[[pd.DataFrame], pd.Series]) -> None:
+        """Move the accepted rows of `table` where `mask` holds to quarantine, with message(those rows)."""
         if mask.any():
-            quarantined.append(quarantine_rows(table, accepted[table][mask], code, message[mask]))
+            rows = accepted[table][mask]
+            quarantined.append(quarantine_rows(table, rows, code, message(rows)))
             accepted[table] = accepted[table][~mask].reset_index(drop=True)
 
     for table, ts_column in (("completions", "completed_at"), ("stock_counts", "counted_at"), ("movements", "moved_at")):
-        plant = accepted[table]["plant_id"]
-        reject(table, plant.isin(bad_plants), "INVALID", "plant " + plant.map(repr) + " has no valid time zone")
+        reject(table, accepted[table]["plant_id"].isin(bad_plants), "INVALID",
+               lambda rows: "plant " + rows["plant_id"].map(repr) + " has no valid time zone")
         frame = accepted[table]
         accepted[table] = frame.assign(business_date=business_dates(frame[ts_column], frame["plant_id"], zones))
 
     # counts and movements of items that do not exist cannot be valued or booked
     for table in ("stock_counts", "movements"):
-        item = accepted[table]["item_id"]
-        reject(table, ~item.isin(accepted["items"]["item_id"]), "UNKNOWN_ITEM", "item " + item.map(repr) + " is not in items")
+        reject(table, ~_isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
+               lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
 
     # quantities given in another unit than the item's base unit are converted, or rejected
     for table, quantities in UNIT_QUANTITIES.items():

@@ -314,3 +314,52 @@ def test_quantities_in_another_unit_are_converted_or_rejected(tmp_path: Path) ->
     assert bad.loc["C_PAL", "error_code"] == "NO_UOM_CONVERSION"
     assert "PALLET" in bad.loc["C_PAL", "message"] and "FG" in bad.loc["C_PAL", "message"]
     assert bad.loc["C_PAL", "business_date"] == pd.Timestamp("2026-01-05")
+
+
+# ------------------------------------------------------------------ fast paths give the plain pandas answers
+
+
+IDS = ["C1", "C1", "C2", "ab", "ab ", "ab", "abcdefgh", "abcdefghi", "abcdefgh"]  # short ASCII: hashed
+
+
+@pytest.mark.parametrize("values", [
+    IDS, IDS[::-1], IDS + ["ä", "ä"], IDS + ["x" * 70, "x" * 70], ["a"], [], ["a", None, None], ["", ""], ["", "a"],
+    [f"C{i:07d}" for i in range(3000)] + ["C0000042", "C0001234"],  # ids of one length, two repeated
+])
+def test_repeated_ids_are_the_ones_pandas_calls_duplicated(values: list) -> None:
+    from pipeline.sources import _repeated
+
+    ids = pd.Series(values, dtype="str")
+    chunks = pd.concat([ids, ids.iloc[:3], ids.iloc[1:]], ignore_index=True)  # several Arrow chunks
+    for series in (ids, ids.iloc[1:], chunks, ids.astype(object)):
+        assert _repeated(series).tolist() == series.duplicated(keep=False).tolist()
+
+
+@pytest.mark.parametrize("values", [["a", " b", "c\t", None], ["a", "b", None], ["x\u3000", "\xa0y"], [None], []])
+def test_text_is_stripped_as_pandas_strips_it_and_kept_when_nothing_changes(values: list) -> None:
+    from pipeline.sources import _strip
+
+    text = pd.Series(values, dtype="str")
+    stripped = _strip(text)
+    pd.testing.assert_series_equal(stripped, text.str.strip())
+    assert (stripped is text) == text.str.strip().equals(text)  # no second copy of unchanged strings
+
+
+def test_membership_of_arrow_strings_is_the_one_pandas_computes() -> None:
+    from pipeline.sources import _isin
+
+    values = pd.Series(["a", None, "b", "ä"], dtype="str", index=[3, 1, 4, 1])
+    for allowed in (["a", "ä"], ["b", None], []):
+        pd.testing.assert_series_equal(_isin(values, pd.Series(allowed, dtype="str")), values.isin(allowed))
+
+
+def test_business_date_is_the_day_in_the_plants_time_zone() -> None:
+    from pipeline.sources import business_dates
+
+    zones = pd.DataFrame({"plant_id": ["P1", "P2"], "timezone": ["America/New_York", "Asia/Tokyo"]})
+    at = pd.Series(pd.to_datetime(["2026-03-08T04:30Z", "2026-03-08T15:30Z", "2026-03-08T23:30Z", None,
+                                   "2026-03-08T23:30Z"], utc=True), index=[5, 6, 7, 8, 9]).astype("datetime64[us, UTC]")
+    plants = pd.Series(["P1", "P2", "P9", "P1", None], dtype="str", index=at.index)
+    expected = pd.Series(pd.to_datetime(["2026-03-07", "2026-03-09", "2026-03-08", None, "2026-03-08"]),
+                         index=at.index).astype("datetime64[ns]")  # an unknown or missing plant counts in UTC
+    pd.testing.assert_series_equal(business_dates(at, plants, zones), expected)
