@@ -5,8 +5,10 @@ journal (`_journal/<run_id>.json`, one atomic object), then moves each staged fi
 final name (an atomic rename locally, an atomic object replacement on object stores) and
 deletes the partitions that became empty. A crash before the journal leaves the warehouse as it
 was; a crash after it is rolled forward by the next run (`recover`). Readers never see half a
-file: each partition is one file, replaced whole. Paths starting with `_` are invisible to
-pyarrow, pandas, DuckDB and Spark dataset discovery.
+file: each partition is one file, replaced whole. Staged files are converted to Arrow on the
+caller's thread, then sorted and written on a small thread pool: the journal is written only once
+every one of them is whole, and a failed write fails the run like any other error. Paths
+starting with `_` are invisible to pyarrow, pandas, DuckDB and Spark dataset discovery.
 
 On an object store (`s3://bucket/prefix`, see pipeline.objectstore) the same protocol holds with
 object operations: a "move" is a server-side copy then a delete of the staged object (a single
@@ -23,14 +25,19 @@ import socket
 import sys
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -45,6 +52,14 @@ PARTITION_TYPES: dict[str, pa.DataType] = {
 }
 DATA_FILE = "part-0.parquet"
 ROW_GROUP_SIZE = 256 * 1024
+#: Staged files are sorted and written to Parquet on this many background threads (pyarrow's
+#: sort and Parquet writer release the GIL); pandas -> Arrow conversion stays on the caller's thread.
+STAGING_THREADS = 2
+#: At most this many converted tables wait for (or are in) a background write, holding together
+#: at most this many bytes of Arrow data (one bigger table is written alone): staging holds about
+#: as much memory as writing one file at a time did, and a failed write is reported within a few files.
+STAGING_QUEUE = 2 * STAGING_THREADS
+STAGING_BYTES = 128 * 1024 * 1024
 #: Tests only: a commit pauses after this many file moves so a test can kill it half-way
 #: (tests/test_objectstore.py); unset in production.
 PAUSE_AFTER_MOVES_ENV = "BACKFLUSH_TEST_PAUSE_AFTER_MOVES"
@@ -346,7 +361,14 @@ def _create_exclusive_object(warehouse: Warehouse, path: str, payload: bytes) ->
 
 @dataclass
 class Transaction:
-    """The files one run will publish, staged until `commit`."""
+    """The files one run will publish, staged until `commit`.
+
+    `put`/`put_file` convert a frame to Arrow on the caller's thread, then sort it and write it
+    under `_staging/` on a small thread pool. Nothing is published until `commit`, which first
+    waits for every staged write (the first failure is raised, after every other write has
+    stopped) and only then writes the journal. `abort` stops the writes before it drops the
+    staging folder, so a failed run leaves the warehouse exactly as it was.
+    """
 
     warehouse: Warehouse
     run_id: str
@@ -355,22 +377,71 @@ class Transaction:
     deletes: list[str] = field(default_factory=list)
     rows_written: dict[str, int] = field(default_factory=dict)
     partitions: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
+    _pending: deque[tuple[Future[None], int]] = field(default_factory=deque, init=False, repr=False, compare=False)
+    _pending_bytes: int = field(default=0, init=False, repr=False, compare=False)
+    _staging_ready: bool = field(default=False, init=False, repr=False, compare=False)
 
-    def _stage(self, table: pa.Table) -> str:
+    def _stage(self, table: pa.Table, sort_keys: pa.Table | None = None) -> str:
+        """Queue `table` (ordered by `sort_keys`, if any) for writing under a new staged name."""
         staged = self.warehouse.path("_staging", encode_segment(self.run_id), f"{len(self.moves):06d}.parquet")
-        self.warehouse._make_parent(staged)
-        pq.write_table(table, staged, filesystem=self.warehouse.filesystem, compression="zstd",
-                       row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+        if not self._staging_ready:
+            self.warehouse._make_parent(staged)  # one folder for every staged file of the run
+            self._staging_ready = True
+        size = table.nbytes
+        self._wait_for_writes(room_for=size)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=STAGING_THREADS, thread_name_prefix="backflush-stage")
+        write = _StagedWrite(table, sort_keys, staged, self.warehouse.filesystem)
+        self._pending.append((self._pool.submit(write.run), size))
+        self._pending_bytes += size
         return staged
+
+    def _wait_for_writes(self, room_for: int | None = None) -> None:
+        """Wait for queued writes until one more table of `room_for` bytes fits (None: until all are done).
+
+        Raises the first failed write (in staging order), after every other write has stopped.
+        """
+        try:
+            failed = [f for f, _ in self._pending if f.done() and f.exception() is not None]
+            if failed:
+                failed[0].result()
+            while self._pending and (
+                self._pending[0][0].done() or room_for is None or len(self._pending) >= STAGING_QUEUE
+                or self._pending_bytes + room_for > STAGING_BYTES
+            ):
+                future, size = self._pending[0]
+                future.result()
+                self._pending.popleft()
+                self._pending_bytes -= size
+        except BaseException:
+            self._stop_writes()
+            raise
+
+    def _stop_writes(self) -> None:
+        """Cancel queued writes, wait for running ones (their errors are dropped) and end the pool."""
+        pending = [f for f, _ in self._pending]
+        self._pending, self._pending_bytes = deque(), 0
+        for f in pending:
+            f.cancel()
+        wait_futures(pending)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def put(self, dataset: str, partition: Mapping[str, object], frame: pd.DataFrame,
             *, file_name: str = DATA_FILE, sort_by: list[str] | None = None) -> None:
-        """Stage `frame` as the whole content of one file of one partition."""
+        """Stage `frame` as the whole content of one file of one partition (rows ordered by `sort_by`)."""
         schema, _ = schemas.OUTPUT_DATASETS[dataset]
-        rows = frame.sort_values(sort_by, kind="stable") if sort_by else frame
-        table = to_arrow(rows, schema)
+        keys = _sort_keys(frame, sort_by) if sort_by else None
+        if sort_by and keys is None:  # a key Arrow would not order as pandas does: sort in pandas
+            frame = frame.sort_values(sort_by, kind="stable")
+        self._put_table(dataset, partition, to_arrow(frame, schema), keys, file_name)
+
+    def _put_table(self, dataset: str, partition: Mapping[str, object], table: pa.Table,
+                   sort_keys: pa.Table | None, file_name: str) -> None:
         final = self.warehouse.partition_path(dataset, partition) + "/" + file_name
-        self.moves.append((self._stage(table), final))
+        self.moves.append((self._stage(table, sort_keys), final))
         self.rows_written[dataset] = self.rows_written.get(dataset, 0) + table.num_rows
         self.partitions.setdefault(dataset, []).append({**{k: _jsonable(v) for k, v in partition.items()},
                                                         "rows": table.num_rows})
@@ -391,20 +462,42 @@ class Transaction:
     def replace(self, dataset: str, frame: pd.DataFrame, scope: Iterable[Mapping[str, object]],
                 *, file_name: str = DATA_FILE, sort_by: list[str] | None = None) -> None:
         """Make each partition in `scope` hold exactly the rows of `frame` that belong to it."""
-        _, columns = schemas.OUTPUT_DATASETS[dataset]
-        groups = {k if isinstance(k, tuple) else (k,): g for k, g in frame.groupby(list(columns), sort=True)} \
-            if not frame.empty else {}
-        normalised = {tuple(_normalise(v) for v in key): rows for key, rows in groups.items()}
+        schema, columns = schemas.OUTPUT_DATASETS[dataset]
+        groups = frame.groupby(list(columns), sort=True).indices if not frame.empty else {}
+        normalised = {tuple(_normalise(v) for v in (key if isinstance(key, tuple) else (key,))): positions
+                      for key, positions in groups.items()}
+        kept: list[tuple[Mapping[str, object], np.ndarray]] = []  # (partition, its rows' positions), scope order
         for partition in scope:
             key = tuple(_normalise(partition[c]) for c in columns)
-            rows = normalised.get(key)
-            if rows is None or rows.empty:
+            positions = normalised.get(key)
+            if positions is None or len(positions) == 0:
                 self.delete(dataset, partition, file_name=file_name)
             else:
-                self.put(dataset, partition, rows.drop(columns=list(columns)), file_name=file_name, sort_by=sort_by)
+                kept.append((partition, positions))
+        if not kept:
+            return
+        # the rows of every kept partition, partition after partition, converted to Arrow at once;
+        # each file is then a slice of that table (sorted on a staging thread)
+        rows = frame.take(np.concatenate([positions for _, positions in kept])).drop(columns=list(columns))
+        keys = _sort_keys(rows, sort_by) if sort_by else None
+        if sort_by and keys is None:  # sorted in pandas, partition by partition
+            for partition, positions in kept:
+                self.put(dataset, partition, frame.take(positions).drop(columns=list(columns)),
+                         file_name=file_name, sort_by=sort_by)
+            return
+        table = to_arrow(rows, schema)
+        del rows
+        start = 0
+        for partition, positions in kept:
+            n = len(positions)
+            self._put_table(dataset, partition, table.slice(start, n),
+                            None if keys is None else keys.slice(start, n), file_name)
+            start += n
 
     def commit(self) -> None:
         """Publish everything staged, all or nothing (a crash half-way is rolled forward later)."""
+        self._wait_for_writes()  # every staged file is whole on storage before the journal names it
+        self._stop_writes()
         journal = {"run_id": self.run_id, "plants": self.plants, "moves": self.moves, "deletes": self.deletes}
         path = self.warehouse.path("_journal", encode_segment(self.run_id) + ".json")
         self.warehouse._write_bytes_atomically(path, json.dumps(journal).encode())
@@ -414,7 +507,90 @@ class Transaction:
 
     def abort(self) -> None:
         """Forget everything staged; the warehouse stays as it was."""
+        self._stop_writes()  # no write may recreate a staged file after the folder is gone
         self.warehouse._drop_staging(self.run_id)
+
+
+class _StagedWrite:
+    """One staged file: sort (Arrow compute) and write (Parquet), run on a staging thread.
+
+    A class, not a function, so that nothing run on a staging thread touches pandas or the
+    engine's own functions (benchmarks/stages.py wraps those with a single-threaded tracer).
+    """
+
+    __slots__ = ("filesystem", "path", "sort_keys", "table")
+
+    def __init__(self, table: pa.Table, sort_keys: pa.Table | None, path: str, filesystem: pafs.FileSystem) -> None:
+        self.table = table
+        self.sort_keys = sort_keys
+        self.path = path
+        self.filesystem = filesystem
+
+    def run(self) -> None:
+        table, keys = self.table, self.sort_keys
+        self.table = self.sort_keys = None  # the pool's work item keeps `self`: free the data when done
+        if keys is not None and not self._in_order(keys):  # rows mostly come sorted: no copy then
+            # stable, like pandas' kind="stable"; nulls last (Arrow's default, pandas' na_position)
+            order = pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in keys.column_names])
+            table = table.take(order)
+            del order
+        del keys
+        pq.write_table(table, self.path, filesystem=self.filesystem, compression="zstd",
+                       row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+
+    @staticmethod
+    def _in_order(keys: pa.Table) -> bool:
+        """Whether no row sorts after the next one (keys compared in turn, nulls after every value).
+
+        Then a stable sort would leave every row where it is.
+        """
+        if keys.num_rows < 2:
+            return True
+        after: pa.ChunkedArray | None = None  # row i sorts after row i+1 on the keys seen so far
+        for column in reversed(keys.columns):
+            if pa.types.is_null(column.type):
+                continue  # all null: every row equal on this key
+            a, b = column.slice(0, keys.num_rows - 1), column.slice(1)
+            a_null, b_null = pc.is_null(a), pc.is_null(b)
+            greater = pc.or_(pc.fill_null(pc.greater(a, b), False), pc.and_not(a_null, b_null))
+            if after is None:
+                after = greater
+            else:
+                equal = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(a_null, b_null))
+                after = pc.or_(greater, pc.and_(equal, after))
+        return after is None or not pc.any(after).as_py()
+
+
+def _sort_keys(frame: pd.DataFrame, sort_by: list[str]) -> pa.Table | None:
+    """The sort columns as Arrow arrays ordering rows exactly as pandas' stable sort_values would.
+
+    Taken from the frame (not the output table), so a key sorts on its pandas values (a datetime
+    key written as a date still sorts by time of day). None when a key's pandas order is not the
+    plain Arrow order of its values (categoricals, mixed objects, ...): the caller sorts in pandas.
+    """
+    arrays = []
+    for name in sort_by:
+        if name not in frame.columns:
+            return None
+        values = frame[name]
+        if not isinstance(values, pd.Series):  # a duplicated column name
+            return None
+        dtype = values.dtype
+        if isinstance(dtype, pd.StringDtype) or isinstance(dtype, pd.DatetimeTZDtype):
+            pass
+        elif isinstance(dtype, pd.ArrowDtype):
+            if not (pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)):
+                return None
+        elif isinstance(dtype, np.dtype) and (dtype.kind in "iubM" or dtype in (np.float32, np.float64)):
+            pass
+        elif isinstance(dtype, np.dtype) and dtype.kind == "O" \
+                and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+            pass
+        else:
+            return None
+        # nulls and NaN (NA to pandas) both become null: after every value, in their order
+        arrays.append(pa.array(values, from_pandas=True))
+    return pa.Table.from_arrays(arrays, names=[f"k{i}" for i in range(len(arrays))])
 
 
 def _normalise(value: object) -> object:
@@ -436,6 +612,19 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     for fld in schema:
         values = frame[fld.name]
         if pa.types.is_date32(fld.type):
-            values = pd.to_datetime(values).dt.date
+            values = _calendar_days(values)
         arrays.append(pa.array(values, type=fld.type, from_pandas=True))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _calendar_days(values: pd.Series) -> np.ndarray:
+    """The calendar date of each value (local date if zoned; NaT stays NaT), as datetime64[D].
+
+    Same dates as `pd.to_datetime(values).dt.date`, without a Python object per row.
+    """
+    stamps = pd.to_datetime(values)
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        stamps = stamps.dt.tz_localize(None)  # the wall-clock time, whose date .dt.date gives
+    if not (isinstance(stamps.dtype, np.dtype) and stamps.dtype.kind == "M"):
+        return np.asarray(stamps.dt.date, dtype=object)  # e.g. Arrow-backed timestamps
+    return stamps.to_numpy().astype("datetime64[D]")  # numpy floors: 23:00 the day before stays that day
