@@ -279,7 +279,8 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
                 present = _present(raw[column]) if kind != "str" else values.notna()
                 failed = present & unset
                 if failed.any():
-                    shown = raw[column][failed].astype("str").str.slice(0, 60)
+                    # the whole column is cast: how pandas writes a datetime depends on its neighbours
+                    shown = raw[column].astype("str")[failed].str.slice(0, 60)
                     problems.append(column + " = " + shown.map(repr) + " is not " + _KIND_WORDS[kind] + "; ")
                 default = defaults.get(column)
                 if default is not None:

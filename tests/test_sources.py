@@ -363,3 +363,13 @@ def test_business_date_is_the_day_in_the_plants_time_zone() -> None:
     expected = pd.Series(pd.to_datetime(["2026-03-07", "2026-03-09", "2026-03-08", None, "2026-03-08"]),
                          index=at.index).astype("datetime64[ns]")  # an unknown or missing plant counts in UTC
     pd.testing.assert_series_equal(business_dates(at, plants, zones), expected)
+
+
+def test_a_rejected_datetime_is_shown_as_its_column_writes_it() -> None:
+    """pandas writes a midnight without its time only when the whole column is midnights."""
+    from pipeline.sources import coerce_table
+
+    frame = pd.DataFrame({"completion_id": ["A", "B"], "plant_id": "P1", "location_id": "L1", "item_id": "FG",
+                          "qty_good": 1.0, "completed_at": pd.to_datetime(["1500-01-01T00:00", "2026-03-02T10:00"]).as_unit("us")})
+    _, bad = coerce_table("completions", [("completions/x.parquet", frame)])
+    assert bad["message"].tolist() == ["completed_at = '1500-01-01 00:00:00' is not an ISO 8601 timestamp"]
