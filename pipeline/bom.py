@@ -55,15 +55,23 @@ def item_boundaries(lines: pd.DataFrame) -> pd.DataFrame:
     return known.astype({"boundary": "datetime64[ns]"}).reset_index(drop=True)
 
 
-def item_epochs(keys: pd.DataFrame, boundaries: pd.DataFrame) -> pd.Series:
+def epoch_floor(lines: pd.DataFrame) -> pd.Timestamp:
+    """The epoch of dates before every boundary: a day before the first bound of any line."""
+    bounds = pd.concat([lines["valid_from"], lines["valid_to"]]).dropna()
+    return (pd.Timestamp(bounds.min()) if not bounds.empty else pd.Timestamp("1970-01-02")) - pd.Timedelta(days=1)
+
+
+def item_epochs(keys: pd.DataFrame, boundaries: pd.DataFrame, floor: pd.Timestamp | None = None) -> pd.Series:
     """The effectivity epoch of each (plant_id, item_id, business_date) row: the latest boundary of
     that item's reachable lines on or before the date (a day before all of them if none is).
 
     Every line the explosion of (plant, item) can reach has both its bounds among those boundaries,
     so on the epoch date each of them is effective exactly when it is on the business date: the
     explosion is the same, and all dates between two of the item's own BOM changes share it.
+    floor: the epoch of dates before every boundary (default: a day before the first one given).
     """
-    floor = (boundaries["boundary"].min() if not boundaries.empty else pd.Timestamp("1970-01-02")) - pd.Timedelta(days=1)
+    if floor is None:
+        floor = (boundaries["boundary"].min() if not boundaries.empty else pd.Timestamp("1970-01-02")) - pd.Timedelta(days=1)
     probe = keys[["plant_id", "item_id", "business_date"]].reset_index().rename(columns={"business_date": "day"})
     probe["day"] = probe["day"].astype("datetime64[ns]")
     probe = probe.astype({"plant_id": "str", "item_id": "str"})

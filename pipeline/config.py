@@ -60,6 +60,10 @@ class Config:
     # processes on this host); set it above the longest run when workers run on several machines
     lock_stale_after_seconds: float | None = None
     date_batch_days: int = 31  # a backfill commits this many dates at a time
+    # completions are read a bucket of about this many rows at a time (memory follows it, not the total)
+    bucket_rows: int = 500_000
+    workers: int = 2  # processes digesting buckets when there are several (1: all in the run's own process)
+    spill_dir: str | None = None  # where buckets are spilled (default: the system's temporary folder)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed; None values are ignored."""
@@ -110,4 +114,6 @@ def _from_mapping(data: Mapping[str, Any]) -> Config:
         raise ConfigError(f"bad config: {exc}") from exc
     if config.lookback_days < 0:
         raise ConfigError("lookback_days must be >= 0")
+    if config.bucket_rows < 1 or config.workers < 1:
+        raise ConfigError("bucket_rows and workers must be >= 1")
     return config

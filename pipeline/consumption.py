@@ -21,18 +21,6 @@ ENGINE_COLUMNS = ["completion_id", "plant_id", "location_id", "item_id", "qty_go
                   "business_date"]
 
 
-def with_explosion_keys(completions: pd.DataFrame, lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tag each completion with its explosion key (plant, item, the item's effectivity epoch of its
-    business date); return (tagged completions, distinct keys)."""
-    tagged = completions.assign(effective_date=bom.item_epochs(completions, bom.item_boundaries(lines)))
-    # keys numbered in order of first appearance; one grouping pass instead of a join on three columns
-    key = tagged.groupby(["plant_id", "item_id", "effective_date"], sort=False, dropna=False).ngroup()
-    tagged["key"] = key.to_numpy(dtype="int64")
-    first = ~tagged["key"].duplicated().to_numpy()
-    keys = tagged.loc[first, ["plant_id", "item_id", "effective_date", "key"]].reset_index(drop=True)
-    return tagged, keys
-
-
 def exploded_completions(
     tagged: pd.DataFrame, errors: pd.DataFrame, original: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -70,6 +58,15 @@ def completion_demand(tagged: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def empty_demand() -> pd.DataFrame:
+    """A demand frame (`completion_demand`) without rows."""
+    text = pd.Series([], dtype="str")
+    return pd.DataFrame({"plant_id": text, "business_date": pd.Series([], dtype="datetime64[ns]"),
+                         "location_id": text, "item_id": text, "key": pd.Series([], dtype="int64"),
+                         "qty_good": pd.Series([], dtype="float64"), "qty_scrap": pd.Series([], dtype="float64"),
+                         "qty": pd.Series([], dtype="float64"), "completions": pd.Series([], dtype="int64")})
+
+
 def component_flows(demand: pd.DataFrame, requirements: pd.DataFrame) -> pd.DataFrame:
     """Signed component quantity per (plant, date, location, produced item, component).
 
@@ -105,6 +102,122 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.Data
     return out.sort_values(DEMAND_KEYS + ["component_item_id"]).reset_index(drop=True)
 
 
+class ExplosionCatalog:
+    """Explosion keys numbered once per run, each exploded once, as completions arrive.
+
+    Completions may arrive a bucket at a time: `tag` numbers each new (plant, item, epoch) key
+    in order of first appearance and explodes only the new ones, so the explosion's cost follows
+    distinct keys however the completions are split. A plant's BOM lines are resolved the first
+    time a completion names it. `adopt` merges another catalog's keys (another process's).
+    """
+
+    def __init__(self, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame,
+                 broken: pd.DataFrame | None = None) -> None:
+        self.items = items
+        self._all_lines = bom.line_requirements(bom_table, items, conversions, broken)
+        self.floor = bom.epoch_floor(self._all_lines)
+        self.plants: set[str] = set()
+        self.lines = bom.plant_lines(self._all_lines, [])
+        self.boundaries = bom.item_boundaries(self.lines)
+        self.keys = pd.DataFrame({"plant_id": pd.Series([], dtype="str"), "item_id": pd.Series([], dtype="str"),
+                                  "effective_date": pd.Series([], dtype="datetime64[ns]"),
+                                  "key": pd.Series([], dtype="int64")})
+        self._requirements: list[pd.DataFrame] = []
+        self._errors: list[pd.DataFrame] = []
+        self._cache: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+    def empty_copy(self) -> ExplosionCatalog:
+        """A catalog of the same BOM without keys (for another process to fill)."""
+        copy = object.__new__(ExplosionCatalog)
+        copy.__dict__.update(self.__dict__)
+        copy.plants = set()
+        copy.lines = bom.plant_lines(self._all_lines, [])
+        copy.boundaries = bom.item_boundaries(copy.lines)
+        copy.keys = self.keys.iloc[0:0]
+        copy._requirements, copy._errors, copy._cache = [], [], None
+        return copy
+
+    def _resolve_plants(self, plants: list[str]) -> None:
+        new = sorted(set(plants) - self.plants)
+        if new:
+            lines = bom.plant_lines(self._all_lines, new)
+            self.lines = pd.concat([self.lines, lines], ignore_index=True)
+            self.boundaries = pd.concat([self.boundaries, bom.item_boundaries(lines)], ignore_index=True)
+            self.plants.update(new)
+
+    def tag(self, completions: pd.DataFrame) -> pd.DataFrame:
+        """`completions` with effective_date and key; new keys are exploded on the way."""
+        self._resolve_plants(list(completions["plant_id"].unique()))
+        tagged = completions.assign(effective_date=bom.item_epochs(completions, self.boundaries, self.floor))
+        # one grouping pass numbers the bucket's keys; only its distinct keys meet the catalog
+        local = tagged.groupby(["plant_id", "item_id", "effective_date"], sort=False, dropna=False).ngroup()
+        local = local.to_numpy(dtype="int64")
+        first = np.unique(local, return_index=True)[1]
+        distinct = tagged.iloc[first][["plant_id", "item_id", "effective_date"]].reset_index(drop=True)
+        found = self._number(distinct)
+        tagged["key"] = found[local] if len(local) else np.zeros(0, dtype="int64")
+        return tagged
+
+    def _number(self, distinct: pd.DataFrame) -> np.ndarray:
+        """The catalog key of each distinct (plant, item, epoch), exploding those not seen yet."""
+        known = distinct.merge(self.keys, on=["plant_id", "item_id", "effective_date"], how="left")["key"]
+        fresh = known.isna().to_numpy()
+        if fresh.any():
+            new = distinct[fresh].reset_index(drop=True)
+            new["key"] = np.arange(len(self.keys), len(self.keys) + len(new), dtype="int64")
+            explosion = bom.explode(new, self.lines, self.items)
+            self.keys = pd.concat([self.keys, new], ignore_index=True)
+            self._requirements.append(explosion.requirements)
+            self._errors.append(explosion.errors)
+            self._cache = None
+            known = known.copy()
+            known[fresh] = new["key"].to_numpy()
+        return known.to_numpy(dtype="int64")
+
+    def adopt(self, keys: pd.DataFrame, requirements: pd.DataFrame, errors: pd.DataFrame) -> np.ndarray:
+        """Take in another catalog's keys (with their explosion); return, per key number there
+        (0..max), the number here (-1 for numbers not given)."""
+        self._resolve_plants(list(keys["plant_id"].unique()))
+        known = keys.merge(self.keys, on=["plant_id", "item_id", "effective_date"], how="left",
+                           suffixes=("", "_here"))["key_here"]
+        fresh = known.isna().to_numpy()
+        ours = known.to_numpy(dtype="float64", copy=True)
+        if fresh.any():
+            new = keys[fresh].reset_index(drop=True)
+            numbers = np.arange(len(self.keys), len(self.keys) + len(new), dtype="int64")
+            renumber = pd.Series(numbers, index=new["key"].to_numpy())
+            self._requirements.append(requirements[requirements["key"].isin(renumber.index)].assign(
+                key=lambda f: renumber.reindex(f["key"]).to_numpy()))
+            self._errors.append(errors[errors["key"].isin(renumber.index)].assign(
+                key=lambda f: renumber.reindex(f["key"]).to_numpy()))
+            self.keys = pd.concat([self.keys, new.assign(key=numbers)], ignore_index=True)
+            self._cache = None
+            ours[fresh] = numbers
+        mapping = np.full(int(keys["key"].max()) + 1 if len(keys) else 0, -1, dtype="int64")
+        mapping[keys["key"].to_numpy(dtype="int64")] = ours.astype("int64")
+        return mapping
+
+    def _tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if self._cache is None:
+            empty = bom.explode(self.keys.iloc[0:0], self.lines, self.items)
+            requirements = pd.concat([empty.requirements, *self._requirements], ignore_index=True)
+            errors = pd.concat([empty.errors, *self._errors], ignore_index=True)
+            self._cache = (requirements.sort_values(["key", "component_item_id"]).reset_index(drop=True),
+                           errors.sort_values("key").reset_index(drop=True))
+            self._requirements, self._errors = [self._cache[0]], [self._cache[1]]
+        return self._cache
+
+    @property
+    def requirements(self) -> pd.DataFrame:
+        """key, component_item_id, qty_per_unit of every key that exploded."""
+        return self._tables()[0]
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """key, error_code, message of every key that cannot be exploded."""
+        return self._tables()[1]
+
+
 @dataclass(frozen=True)
 class ExplodedCompletions:
     """Every accepted completion tagged with its explosion key, and the explosion of those keys.
@@ -123,19 +236,24 @@ class ExplodedCompletions:
         return self.tagged[~self.tagged["key"].isin(self.errors["key"])]
 
 
+def produced(completions: pd.DataFrame) -> pd.DataFrame:
+    """ENGINE_COLUMNS + _row of the completions that produced something.
+
+    A cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error.
+    """
+    made = ((completions["qty_good"] + completions["qty_scrap"]) > 0).to_numpy()
+    return completions.loc[made, ENGINE_COLUMNS].assign(_row=np.flatnonzero(made))
+
+
 def explode_all(
     completions: pd.DataFrame, bom_table: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame,
-    broken: pd.DataFrame | None = None,
+    broken: pd.DataFrame | None = None, catalog: ExplosionCatalog | None = None,
 ) -> ExplodedCompletions:
-    """Tag completions with explosion keys and explode each distinct key once."""
-    # a cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error
-    produced = ((completions["qty_good"] + completions["qty_scrap"]) > 0).to_numpy()
-    slim = completions.loc[produced, ENGINE_COLUMNS].assign(_row=np.flatnonzero(produced))
-    lines = bom.plant_lines(bom.line_requirements(bom_table, items, conversions, broken),
-                            sorted(slim["plant_id"].unique()))
-    tagged, keys = with_explosion_keys(slim, lines)
-    explosion = bom.explode(keys, lines, items)
-    return ExplodedCompletions(tagged=tagged, requirements=explosion.requirements, errors=explosion.errors)
+    """Tag completions with explosion keys and explode each distinct key once (in `catalog`, if
+    given: keys it knows are not exploded again)."""
+    catalog = catalog or ExplosionCatalog(bom_table, items, conversions, broken)
+    tagged = catalog.tag(produced(completions))
+    return ExplodedCompletions(tagged=tagged, requirements=catalog.requirements, errors=catalog.errors)
 
 
 def demand_and_flows(

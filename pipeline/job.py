@@ -6,6 +6,7 @@ business rule of its own, only the order of the stages and what each run writes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline import __version__, consumption, ledger, sources, variance
+from pipeline import __version__, buckets, consumption, ledger, sources, variance
 from pipeline.config import Config
 from pipeline.progress import SILENT, Progress
 from pipeline.sources import Inputs
@@ -57,34 +58,72 @@ def new_run_id(now: pd.Timestamp) -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
 
 
-def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> Inputs:
-    """Read and validate every input table from the configured source.
+@dataclass
+class RunInputs:
+    """A run's validated inputs: master data, counts and movements row by row, and completions as
+    the totals a run needs of them (`buckets.CompletionTotals`), so that memory follows keys."""
 
-    Landing files are read whole. A SQL source given the dates to process pulls only what they
-    need: completions and movements from the look-back window (and, for completions, every
-    version recorded after the last run's watermark), widened to the oldest previous count of the
-    counts those dates reconcile; master data and counts whole.
+    inputs: Inputs
+    completions: buckets.CompletionTotals
+
+    @property
+    def plants(self) -> pd.DataFrame:
+        return self.inputs.plants
+
+
+def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunInputs:
+    """Read and validate every input table from the configured source; completions a bucket at a time.
+
+    A SQL source given the dates to process pulls only what they need: completions and movements
+    from the look-back window (and, for completions, every version recorded after the last run's
+    watermark), widened to the oldest previous count of the counts those dates reconcile; master
+    data and counts whole.
     """
     if config.sql is None:
-        raw = sources.read_landing_files(config.landing)
-        return sources.load_inputs(raw, timezone_overrides=config.plant_timezones)
+        files = sources.landing_files(config.landing)
+        raw = sources.read_landing_files(config.landing, skip=["completions"])
+        completion_files = [(source, buckets.LandingFile(path)) for source, path in files["completions"]]
+        return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones),
+                           completion_files)
     if not dates:
-        return sources.load_inputs(sources.read_sql_tables(config.sql), timezone_overrides=config.plant_timezones)
+        raw = sources.read_sql_tables(config.sql)
+        return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones),
+                           raw["completions"])
     # a plant's business date D lies within [D - 1 day, D + 2 days) in UTC, whatever its zone
     since = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days + 1), tz="UTC")
     until = pd.Timestamp(max(dates) + dt.timedelta(days=2), tz="UTC")
     watermark = _last_watermark(Warehouse(config.warehouse))
     while True:
         raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark)
-        inputs = sources.load_inputs(raw, timezone_overrides=config.plant_timezones)
-        counts = inputs.stock_counts
+        loader = sources.InputLoader(raw, timezone_overrides=config.plant_timezones)
+        counts = loader.stock_counts
         days = pd.to_datetime(pd.Series(sorted(dates))).astype("datetime64[ns]")
         reconciled = counts[counts["business_date"].isin(days)]
         opened = variance.with_previous_count(counts).merge(reconciled[["count_id"]], on="count_id")
         oldest = opened["previous_counted_at"].min()
         if pd.isna(oldest) or oldest >= since:
-            return inputs
+            return _summarised(config, loader, raw["completions"])
         since = oldest.floor("D")
+
+
+def _summarised(config: Config, loader: sources.InputLoader, completion_files: Sequence[tuple[str, object]]
+                ) -> RunInputs:
+    """Completions accepted and summed a bucket at a time, then the inputs finished with them."""
+    catalog = consumption.ExplosionCatalog(loader.bom, loader.items, loader.uom_conversions, loader.broken_bom)
+    windows = variance.count_windows(loader.stock_counts, loader.items)
+    totals = buckets.summarise(completion_files, loader.acceptor(), catalog, windows,  # type: ignore[arg-type]
+                               bucket_rows=config.bucket_rows, workers=config.workers, spill_dir=config.spill_dir)
+    return RunInputs(inputs=loader.finish(None, totals.summary), completions=totals)
+
+
+def summarised(inputs: Inputs | RunInputs) -> RunInputs:
+    """Inputs loaded whole (`sources.load_inputs`, tests and tools) as a run takes them."""
+    if isinstance(inputs, RunInputs):
+        return inputs
+    catalog = consumption.ExplosionCatalog(inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom)
+    windows = variance.count_windows(inputs.stock_counts, inputs.items)
+    totals = buckets.summarise_accepted(inputs.completions, catalog, windows)
+    return RunInputs(inputs=dataclasses.replace(inputs, completions=inputs.completions.iloc[0:0]), completions=totals)
 
 
 def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:
@@ -93,7 +132,7 @@ def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:
     return None if done.empty else done.max()
 
 
-def plants_in_scope(inputs: Inputs, requested: Sequence[str] | None, config: Config) -> list[str]:
+def plants_in_scope(inputs: Inputs | RunInputs, requested: Sequence[str] | None, config: Config) -> list[str]:
     """The plants a run processes: those asked for, else the configured ones, else every plant seen."""
     if requested:
         return sorted(set(requested))
@@ -109,7 +148,7 @@ def run_dates(
     plants: Sequence[str] | None = None,
     dry_run: bool = False,
     command: str = "run",
-    inputs: Inputs | None = None,
+    inputs: Inputs | RunInputs | None = None,
     late_data: bool = True,
     progress: Progress | None = None,
 ) -> RunResult:
@@ -124,14 +163,16 @@ def run_dates(
     if inputs is None:
         progress.stage("read", source="sql" if config.sql is not None else config.landing)
         inputs = read_inputs(config, dates)
-    scope_plants = plants_in_scope(inputs, plants, config)
+    run_inputs = summarised(inputs)
+    scope_plants = plants_in_scope(run_inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
     requested = sorted(set(dates))
     with warehouse.locked(scope_plants, run_id, timeout=config.lock_timeout_seconds,
                           stale_after=config.lock_stale_after_seconds):
         warehouse.recover(scope_plants)
         history = warehouse.read("runs")
-        fingerprints = variance.input_fingerprints(inputs, scope_plants)
+        fingerprints = variance.input_fingerprints(run_inputs.inputs, scope_plants,
+                                                   [run_inputs.completions.fingerprints])
         late = (
             variance.changed_dates(fingerprints, history, requested, config.lookback_days)
             if late_data else pd.DataFrame({"plant_id": [], "business_date": []})
@@ -139,7 +180,7 @@ def run_dates(
         scope = _scope(scope_plants, requested, late)
         txn = warehouse.begin(run_id, scope_plants)
         try:
-            result = _process(config, inputs, warehouse, txn, scope, requested, scope_plants,
+            result = _process(config, run_inputs, warehouse, txn, scope, requested, scope_plants,
                               fingerprints, history, run_id, started, command, progress)
             progress.stage("commit" if not dry_run else "dry-run: nothing written", files=len(txn.moves))
             result.dry_run = dry_run
@@ -172,7 +213,7 @@ def _in_scope(frame: pd.DataFrame, scope: pd.DataFrame, date_column: str = "busi
 
 def _process(
     config: Config,
-    inputs: Inputs,
+    run_inputs: RunInputs,
     warehouse: Warehouse,
     txn: Transaction,
     scope: pd.DataFrame,
@@ -185,40 +226,49 @@ def _process(
     command: str,
     progress: Progress,
 ) -> RunResult:
-    exploded = consumption.explode_all(inputs.completions, inputs.bom, inputs.items, inputs.uom_conversions,
-                                       inputs.broken_bom)
-    in_scope = _in_scope(exploded.tagged, scope)
-    progress.stage("explode", completions=len(in_scope), plants=len(plants), dates=scope["business_date"].nunique())
-    demand, flows, explode_quarantine = consumption.demand_and_flows(exploded, in_scope, inputs.completions)
-    del in_scope
-    consumed = consumption.theoretical_consumption(flows, inputs.items)
-    adjustments = ledger.adjustments(demand, flows, inputs.items)
-    del flows
-
-    posted = warehouse.read("postings", filters=_plant_filter(plants))
-    postings = ledger.postings_delta(adjustments, posted, scope, inputs.items, run_id=run_id, posted_at=started)
-    del posted
-
+    inputs, totals = run_inputs.inputs, run_inputs.completions
+    demand = _in_scope(totals.demand, scope)
+    explode_quarantine = _in_scope(totals.explode_rejects, scope) if not totals.explode_rejects.empty \
+        else totals.explode_rejects
+    progress.stage("explode", completions=int(demand["completions"].sum()), plants=len(plants),
+                   dates=scope["business_date"].nunique())
     run_date = max(requested) if requested else dt.date.today()
     quarantine = _quarantine_in_scope(inputs.quarantine, explode_quarantine, scope, plants, run_date, run_id)
 
-    # the big daily frames are staged (written to disk) and summarised before variance needs memory
+    # one plant at a time: its component flows, consumption, adjustments and postings are staged
+    # (written to disk) before the next plant's exist, so memory follows one plant's keys
     progress.stage("write", partitions=len(scope))
-    _stage_daily_outputs(txn, progress, scope, consumed, adjustments, postings, quarantine, demand)
-    for plant, rows in postings.groupby("plant_id", sort=True):
-        txn.put("postings", {"plant_id": plant}, rows.drop(columns="plant_id"),
-                file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
-    adjustments_by_kind = {
-        str(kind): {"rows": int(len(g)), "qty": float(g["qty"].sum()), "value": float(g["value"].sum())}
-        for kind, g in adjustments.groupby("kind", sort=True)
-    }
-    top_components = _top_components(demand, exploded.requirements, inputs.items)
-    del consumed, adjustments, postings, demand
+    progress.start_steps(len(scope), "partition")
+    adjustment_totals: dict[str, list[float]] = {}
+    for plant in plants:
+        plant_scope = scope[scope["plant_id"] == plant]
+        plant_demand = demand[demand["plant_id"] == plant]
+        flows = consumption.component_flows(plant_demand, totals.requirements)
+        consumed = consumption.theoretical_consumption(flows, inputs.items)
+        adjustments = ledger.adjustments(plant_demand, flows, inputs.items)
+        del flows
+        posted = warehouse.read("postings", filters=_plant_filter([plant]))
+        postings = ledger.postings_delta(adjustments, posted, plant_scope, inputs.items, run_id=run_id,
+                                         posted_at=started)
+        del posted
+        _stage_daily_outputs(txn, progress, plant_scope, consumed, adjustments, postings, quarantine, plant_demand)
+        if not postings.empty:
+            txn.put("postings", {"plant_id": plant}, postings.drop(columns="plant_id"),
+                    file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
+        for kind, g in adjustments.groupby("kind", sort=True):
+            sums = adjustment_totals.setdefault(str(kind), [0, 0.0, 0.0])
+            sums[0] += len(g)
+            sums[1] += float(g["qty"].sum())
+            sums[2] += float(g["value"].sum())
+        del consumed, adjustments, postings
+    adjustments_by_kind = {kind: {"rows": int(rows), "qty": qty, "value": value}
+                           for kind, (rows, qty, value) in sorted(adjustment_totals.items())}
+    top_components = _top_components(demand, totals.requirements, inputs.items)
+    del demand
 
     counts = variance.variance_scope(inputs, scope, config)
     progress.stage("variance", counts=len(counts.counts))
-    variance_rows = variance.count_variance(inputs, counts, config, exploded)
-    del exploded
+    variance_rows = variance.count_variance(inputs, counts, config, totals.windows)
     accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, plants, config, started)
     count_scope = counts.scope
     txn.replace("variance", variance_rows, [{"plant_id": p, "count_date": d} for p, d in
@@ -252,7 +302,7 @@ def _process(
     result.rows_written.setdefault("runs", 1)
     ran_before = {str(p) for plants_of_run in history.loc[history["status"] == "ok", "plants"] for p in plants_of_run}
     first_run = set(plants) - ran_before
-    txn.put_file("runs", f"run-{run_id}.parquet", _runs_row(result, fingerprints, inputs, first_run))
+    txn.put_file("runs", f"run-{run_id}.parquet", _runs_row(result, fingerprints, totals.watermark, first_run))
     result.rows_written = dict(txn.rows_written)
     result.partitions = dict(txn.partitions)
     return result
@@ -348,7 +398,6 @@ def _stage_daily_outputs(
     completions = demand.groupby(day)["completions"].sum().to_dict()
     posted = postings.groupby(day).size().to_dict()
     rejected = quarantine[quarantine["table"] == "completions"].groupby(day).size().to_dict()
-    progress.start_steps(len(scope), "partition")
     for plant, date in zip(scope["plant_id"], scope["business_date"], strict=True):
         partition = {"plant_id": plant, "business_date": date}
         for name in ("consumption", "adjustments"):
@@ -391,9 +440,10 @@ def _top_components(demand: pd.DataFrame, requirements: pd.DataFrame, items: pd.
     return top[["component_item_id", "uom", "qty", "value"]].to_dict("records")
 
 
-def _runs_row(result: RunResult, fingerprints: pd.DataFrame, inputs: Inputs, first_run: set[str]) -> pd.DataFrame:
+def _runs_row(result: RunResult, fingerprints: pd.DataFrame, watermark: pd.Timestamp | None,
+              first_run: set[str]) -> pd.DataFrame:
     """The run's row; fingerprints of the dates it processed (of every date on a plant's first run)."""
-    watermark = inputs.completions["recorded_at"].max() if not inputs.completions.empty else pd.NaT
+    watermark = pd.NaT if watermark is None else watermark
     processed = pd.to_datetime(pd.Series(result.business_dates, dtype="object")).astype("datetime64[ns]")
     fp = fingerprints[fingerprints["plant_id"].isin(result.plants)
                       & (fingerprints["business_date"].isin(processed) | fingerprints["plant_id"].isin(first_run))]
@@ -448,7 +498,7 @@ def backfill(
     progress = progress or SILENT
     progress.stage("read", source="sql" if config.sql is not None else config.landing)
     inputs = read_inputs(config, dates)
-    results = []
+    results: list[RunResult] = []
     step = max(1, config.date_batch_days)
     for i in range(0, len(dates), step):
         results.append(run_dates(config, dates[i:i + step], plants=plants, dry_run=dry_run,

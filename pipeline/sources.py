@@ -29,6 +29,7 @@ _VALID_ZONES = frozenset(zoneinfo.available_timezones())
 _SURROGATES = "[\udc80-\udcff]"
 _EARLIEST = pd.Timestamp("1700-01-01", tz="UTC")
 _LATEST = pd.Timestamp("2260-01-01", tz="UTC")
+LINE_COLUMN = "__line__"  # a raw row's line in its file, where rows were split off from it (see pipeline.buckets)
 EVENT_TIME = {"completions": "completed_at", "stock_counts": "counted_at", "movements": "moved_at"}
 
 
@@ -70,12 +71,12 @@ class Inputs:
 # ------------------------------------------------------------------------------------ reading
 
 
-def read_landing_files(landing: str | Path) -> dict[str, list[tuple[str, pd.DataFrame]]]:
-    """Raw frames per table from LANDING/<table>/*.csv|*.parquet, as (file name, frame) pairs."""
+def landing_files(landing: str | Path) -> dict[str, list[tuple[str, Path]]]:
+    """The files of each table in LANDING/<table>/*.csv|*.parquet, as (source name, path) pairs."""
     root = Path(landing)
     if not root.is_dir():
         raise SourceError(f"landing folder {root} does not exist")
-    raw: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    found: dict[str, list[tuple[str, Path]]] = {}
     for table in schemas.INPUT_MODELS:
         folder = root / table
         files = sorted(
@@ -83,8 +84,20 @@ def read_landing_files(landing: str | Path) -> dict[str, list[tuple[str, pd.Data
         ) if folder.is_dir() else []
         if not files and table not in schemas.OPTIONAL_TABLES:
             raise SourceError(f"required table {table}: no .csv or .parquet file in {folder}")
-        raw[table] = [(f"{table}/{p.name}", _read_file(p)) for p in files]
-    return raw
+        found[table] = [(f"{table}/{p.name}", p) for p in files]
+    return found
+
+
+def read_landing_files(
+    landing: str | Path, *, skip: Iterable[str] = ()
+) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    """Raw frames per table from LANDING/<table>/*.csv|*.parquet, as (file name, frame) pairs.
+
+    skip: tables whose files are not read (they are listed as empty).
+    """
+    skipped = set(skip)
+    return {table: [] if table in skipped else [(source, read_file(path)) for source, path in files]
+            for table, files in landing_files(landing).items()}
 
 
 def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, pd.DataFrame]]]:
@@ -94,7 +107,8 @@ def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, 
     return sql_source.read_sql_tables(sql, **bounds)  # type: ignore[arg-type]
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def read_file(path: Path) -> pd.DataFrame:
+    """The raw rows of one landing file (CSV as text, Parquet as typed); SourceError if unreadable."""
     try:
         if path.suffix.lower() == ".csv":
             if path.stat().st_size == 0:
@@ -260,6 +274,8 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
                 f"{', '.join(missing)} missing (has: {', '.join(map(str, raw.columns)) or 'none'})"
             )
         raw = raw.reset_index(drop=True)
+        # a bucket of a streamed file keeps each row's line in the file it came from
+        lines = raw.pop(LINE_COLUMN).to_numpy() if LINE_COLUMN in raw.columns else np.arange(2, len(raw) + 2)
         typed = pd.DataFrame(index=raw.index)
         problems: list[pd.Series] = []  # text for the failing rows of one check each, by row label
         for column in raw.columns:
@@ -287,7 +303,7 @@ def coerce_table(table: str, files: Iterable[tuple[str, pd.DataFrame]]) -> tuple
                     values = values.where(~unset | failed, _default_column(kind, default, len(raw)))
             typed[column] = values
         # header is line 1; an integer Series is cast to text by Arrow (an Index goes value by value)
-        typed["_source"] = source + ":" + pd.Series(np.arange(2, len(raw) + 2), index=raw.index).astype("str")
+        typed["_source"] = source + ":" + pd.Series(lines, index=raw.index).astype("str")
         raw = raw.assign(_source=typed["_source"])
         if problems:
             messages = pd.concat(problems).groupby(level=0, sort=True).agg("".join).astype("str")
@@ -551,6 +567,26 @@ def _repeated(values: pd.Series) -> np.ndarray:
     return values.duplicated(keep=False).to_numpy()
 
 
+def key_hashes(values: pd.Series) -> np.ndarray:
+    """A 64-bit hash of each key value as coerced to text: a function of the value alone (the same
+    for a value read from CSV or Parquet, in any file); missing values hash to 0."""
+    text = _coerce_str(values)
+    strings = pa.chunked_array([pa.array(text.to_numpy(dtype=object), type=pa.string(), from_pandas=True)])
+    out = np.zeros(len(text), dtype=np.uint64)
+    if not len(text):
+        return out
+    valid = text.notna().to_numpy()
+    fast = valid & pc.and_(pc.string_is_ascii(strings), pc.less_equal(pc.binary_length(strings), 64)) \
+        .to_numpy(zero_copy_only=False).astype(bool, copy=False)
+    if fast.any():
+        chosen = pc.filter(strings, pa.array(fast)).combine_chunks()
+        out[fast] = _hashes(chosen, 64)
+    slow = valid & ~fast
+    if slow.any():
+        out[slow] = pd.util.hash_array(text.to_numpy(dtype=object)[slow])
+    return out
+
+
 def _hashes(strings: pa.Array, width: int) -> np.ndarray:
     """A 64-bit hash of each ASCII string of at most `width` bytes (a multiple of 8)."""
     padded = pc.cast(pc.ascii_rpad(strings, width=width, padding=" "), pa.binary(width))
@@ -695,106 +731,249 @@ def load_inputs(
     timezone_overrides: Mapping[str, str] | None = None,
 ) -> Inputs:
     """Coerce, validate and key-check every input table; attach business dates."""
-    accepted: dict[str, pd.DataFrame] = {}
-    quarantined: list[pd.DataFrame] = []
-    stats: dict[str, TableStats] = {}
-    for table in schemas.INPUT_MODELS:
-        files = list(raw.get(table, []))
-        valid, bad_rows = coerce_table(table, files)
-        stat = TableStats(read=len(valid) + len(bad_rows))
-        if table == "completions":
-            valid, dupes, superseded = latest_completions(valid)
-        else:
-            valid, dupes, superseded = _dedupe_by_key(table, valid)
-        stat.superseded = superseded
-        accepted[table] = valid.reset_index(drop=True)
-        quarantined.extend([bad_rows, dupes])
-        stats[table] = stat
+    loader = InputLoader(raw, timezone_overrides=timezone_overrides)
+    batch = loader.acceptor().accept(raw.get("completions", []))
+    return loader.finish(batch.accepted, batch.summary())
 
-    plants = accepted["plants"]
-    bad_zone = ~plants["timezone"].fillna("UTC").isin(_VALID_ZONES)
-    if bad_zone.any():
-        quarantined.append(
-            quarantine_rows(
-                "plants",
-                plants[bad_zone],
-                "INVALID",
-                "timezone " + plants.loc[bad_zone, "timezone"].map(repr) + " is not an IANA time zone",
+
+@dataclass
+class CompletionSummary:
+    """What `InputLoader.finish` needs to know of completions it was not given row by row."""
+
+    read: int = 0
+    superseded: int = 0
+    accepted: int = 0
+    quarantine: list[pd.DataFrame] = field(default_factory=list)
+    sites: list[pd.DataFrame] = field(default_factory=list)  # (plant_id, location_id) with completions
+    seen: set[str] = field(default_factory=set)  # plants named by a completion, accepted or not
+
+    def add(self, other: CompletionSummary) -> None:
+        self.read += other.read
+        self.superseded += other.superseded
+        self.accepted += other.accepted
+        self.quarantine.extend(other.quarantine)
+        self.sites.extend(other.sites)
+        self.seen |= other.seen
+        if len(self.sites) > 1:
+            self.sites = [pd.concat(self.sites, ignore_index=True).drop_duplicates()]
+
+
+@dataclass
+class CompletionBatch:
+    """Completions of some files (or of one bucket of them), accepted and rejected."""
+
+    accepted: pd.DataFrame
+    quarantine: pd.DataFrame
+    read: int
+    superseded: int
+
+    def summary(self) -> CompletionSummary:
+        seen = set(self.accepted["plant_id"].dropna().unique()) | set(self.quarantine["plant_id"].dropna())
+        return CompletionSummary(read=self.read, superseded=self.superseded, accepted=len(self.accepted),
+                                 quarantine=[self.quarantine] if not self.quarantine.empty else [],
+                                 sites=[self.accepted[["plant_id", "location_id"]].drop_duplicates()], seen=seen)
+
+
+@dataclass
+class CompletionAcceptor:
+    """Accepts completions: coerced, the latest version per id, dated, in base units.
+
+    Any number of batches can be accepted, one after the other or in other processes, as long as
+    every version of a completion id is in the same batch.
+    """
+
+    bad_plants: set[str]
+    zones: pd.DataFrame
+    items: pd.DataFrame
+    conversions: pd.DataFrame
+
+    def accept(self, files: Iterable[tuple[str, pd.DataFrame]]) -> CompletionBatch:
+        valid, bad_rows = coerce_table("completions", list(files))
+        read = len(valid) + len(bad_rows)
+        valid, dupes, superseded = latest_completions(valid)
+        dated, bad_plant = _dated("completions", valid.reset_index(drop=True), self.bad_plants, self.zones)
+        converted, bad_unit = _converted("completions", dated, self.items, self.conversions)
+        rejects = [q for q in (bad_rows, dupes, bad_plant, bad_unit) if not q.empty]
+        quarantine = pd.concat(rejects, ignore_index=True) if rejects else empty_quarantine()
+        return CompletionBatch(accepted=converted.reset_index(drop=True), quarantine=quarantine, read=read,
+                               superseded=superseded)
+
+
+def _dated(table: str, frame: pd.DataFrame, bad_plants: set[str], zones: pd.DataFrame
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows of plants without a valid zone rejected; the rest with their business date."""
+    bad = frame["plant_id"].isin(bad_plants)
+    rejected = empty_quarantine()
+    if bad.any():
+        rows = frame[bad]
+        rejected = quarantine_rows(table, rows, "INVALID", "plant " + rows["plant_id"].map(repr)
+                                   + " has no valid time zone")
+        frame = frame[~bad].reset_index(drop=True)
+    dated = frame.assign(business_date=business_dates(frame[EVENT_TIME[table]], frame["plant_id"], zones))
+    return dated, rejected
+
+
+def _converted(table: str, frame: pd.DataFrame, items: pd.DataFrame, conversions: pd.DataFrame
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if frame.empty or frame["uom"].isna().all():
+        return frame, empty_quarantine()
+    return _in_base_units(table, frame, UNIT_QUANTITIES[table], items, conversions)
+
+
+class InputLoader:
+    """`load_inputs` in three steps, so that completions can be accepted a bucket at a time.
+
+    The constructor coerces and checks every table but completions; `completions` accepts the
+    completions of some files (any number of times, for disjoint sets of completion ids);
+    `finish` runs the checks that need every completion (stock points without flows) and
+    returns the inputs.
+    """
+
+    def __init__(
+        self,
+        raw: Mapping[str, Iterable[tuple[str, pd.DataFrame]]],
+        *,
+        timezone_overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        accepted: dict[str, pd.DataFrame] = {}
+        quarantined: list[pd.DataFrame] = []
+        stats: dict[str, TableStats] = {}
+        for table in schemas.INPUT_MODELS:
+            if table == "completions":
+                continue
+            valid, bad_rows = coerce_table(table, list(raw.get(table, [])))
+            stat = TableStats(read=len(valid) + len(bad_rows))
+            valid, dupes, stat.superseded = _dedupe_by_key(table, valid)
+            accepted[table] = valid.reset_index(drop=True)
+            quarantined.extend([bad_rows, dupes])
+            stats[table] = stat
+
+        plants = accepted["plants"]
+        bad_zone = ~plants["timezone"].fillna("UTC").isin(_VALID_ZONES)
+        if bad_zone.any():
+            quarantined.append(
+                quarantine_rows(
+                    "plants",
+                    plants[bad_zone],
+                    "INVALID",
+                    "timezone " + plants.loc[bad_zone, "timezone"].map(repr) + " is not an IANA time zone",
+                )
             )
-        )
-    accepted["plants"] = plants[~bad_zone].reset_index(drop=True)
-    bad_plants = set(plants.loc[bad_zone, "plant_id"])
-    seen: set[str] = set()
-    for table in ("completions", "stock_counts", "movements", "bom"):
-        seen |= set(accepted[table]["plant_id"].dropna().unique())
-    for rejects in quarantined:  # a plant whose every row was rejected is still a plant
-        plant_rows = rejects["table"].isin(["completions", "stock_counts", "movements"])
-        seen |= set(rejects.loc[plant_rows, "plant_id"].dropna())
-    zones = plant_timezones(accepted["plants"], seen - bad_plants, timezone_overrides)
+        accepted["plants"] = plants[~bad_zone].reset_index(drop=True)
+        self.bad_plants = set(plants.loc[bad_zone, "plant_id"])
+        self.overrides = dict(timezone_overrides or {})
+        seen: set[str] = set()
+        for table in ("stock_counts", "movements", "bom"):
+            seen |= set(accepted[table]["plant_id"].dropna().unique())
+        for rejects in quarantined:  # a plant whose every row was rejected is still a plant
+            plant_rows = rejects["table"].isin(["stock_counts", "movements"])
+            seen |= set(rejects.loc[plant_rows, "plant_id"].dropna())
+        self.seen = seen
+        # a plant absent from the plants table and the overrides is in UTC, whoever names it
+        self.zones = plant_timezones(accepted["plants"], seen - self.bad_plants, self.overrides)
+        self.accepted = accepted
+        self.quarantined = quarantined
+        self.stats = stats
 
-    def reject(table: str, mask: pd.Series, code: str, message: Callable[[pd.DataFrame], pd.Series]) -> None:
-        """Move the accepted rows of `table` where `mask` holds to quarantine, with message(those rows)."""
-        if mask.any():
-            rows = accepted[table][mask]
-            quarantined.append(quarantine_rows(table, rows, code, message(rows)))
-            accepted[table] = accepted[table][~mask].reset_index(drop=True)
-
-    for table, ts_column in (("completions", "completed_at"), ("stock_counts", "counted_at"), ("movements", "moved_at")):
-        reject(table, accepted[table]["plant_id"].isin(bad_plants), "INVALID",
-               lambda rows: "plant " + rows["plant_id"].map(repr) + " has no valid time zone")
-        frame = accepted[table]
-        accepted[table] = frame.assign(business_date=business_dates(frame[ts_column], frame["plant_id"], zones))
-
-    # counts and movements of items that do not exist cannot be valued or booked
-    for table in ("stock_counts", "movements"):
-        reject(table, ~_isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
-               lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
-
-    # quantities given in another unit than the item's base unit are converted, or rejected
-    for table, quantities in UNIT_QUANTITIES.items():
-        frame = accepted[table]
-        if frame.empty or frame["uom"].isna().all():
-            continue
-        converted, rejected = _in_base_units(table, frame, quantities, accepted["items"], accepted["uom_conversions"])
-        accepted[table] = converted
-        if not rejected.empty:
+        for table in ("stock_counts", "movements"):
+            frame, rejected = _dated(table, accepted[table], self.bad_plants, self.zones)
+            accepted[table] = frame
+            quarantined.append(rejected)
+        # counts and movements of items that do not exist cannot be valued or booked
+        for table in ("stock_counts", "movements"):
+            self._reject(table, ~_isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
+                         lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
+        # quantities given in another unit than the item's base unit are converted, or rejected
+        for table in ("stock_counts", "movements"):
+            frame, rejected = _converted(table, accepted[table], accepted["items"], accepted["uom_conversions"])
+            accepted[table] = frame
             quarantined.append(rejected)
 
-    # a count at a location where nothing is ever produced or moved is a typo, not a stock point
-    flows_at = pd.concat([accepted["completions"][["plant_id", "location_id"]],
-                          accepted["movements"][["plant_id", "location_id"]]]).drop_duplicates()
-    counts = accepted["stock_counts"]
-    known_location = counts.merge(flows_at, on=["plant_id", "location_id"], how="left", indicator=True)[
-        "_merge"].eq("both").to_numpy()
-    if not known_location.all():
-        rows = counts[~known_location]
-        quarantined.append(
-            quarantine_rows(
-                "stock_counts", rows, "UNKNOWN_LOCATION",
-                "location " + rows["location_id"].map(repr) + " of plant " + rows["plant_id"].map(repr)
-                + " has no completions or movements",
-            )
-        )
-        accepted["stock_counts"] = counts[known_location].reset_index(drop=True)
+    @property
+    def items(self) -> pd.DataFrame:
+        return self.accepted["items"]
 
-    quarantine = pd.concat([q for q in quarantined if not q.empty] or [empty_quarantine()], ignore_index=True)
-    # a rejected row whose plant and moment could be read belongs to its own business date
-    undated = quarantine["business_date"].isna() & quarantine["event_at"].notna() & quarantine["plant_id"].notna()
-    if undated.any():
-        rows = quarantine[undated]
-        quarantine.loc[undated, "business_date"] = business_dates(rows["event_at"], rows["plant_id"], zones)
-    for table, stat in stats.items():
-        stat.accepted = len(accepted[table])
-        stat.quarantined = int((quarantine["table"] == table).sum())
-    return Inputs(
-        broken_bom=_broken_bom(quarantine),
-        plants=zones,
-        items=accepted["items"],
-        uom_conversions=accepted["uom_conversions"],
-        bom=accepted["bom"],
-        completions=accepted["completions"],
-        stock_counts=accepted["stock_counts"],
-        movements=accepted["movements"],
-        quarantine=quarantine,
-        stats=stats,
-    )
+    @property
+    def stock_counts(self) -> pd.DataFrame:
+        """The counts accepted so far (before the check for stock points without flows)."""
+        return self.accepted["stock_counts"]
+
+    def _reject(self, table: str, mask: pd.Series, code: str, message: Callable[[pd.DataFrame], pd.Series]) -> None:
+        """Move the accepted rows of `table` where `mask` holds to quarantine, with message(those rows)."""
+        if mask.any():
+            rows = self.accepted[table][mask]
+            self.quarantined.append(quarantine_rows(table, rows, code, message(rows)))
+            self.accepted[table] = self.accepted[table][~mask].reset_index(drop=True)
+
+    @property
+    def bom(self) -> pd.DataFrame:
+        return self.accepted["bom"]
+
+    @property
+    def uom_conversions(self) -> pd.DataFrame:
+        return self.accepted["uom_conversions"]
+
+    @property
+    def broken_bom(self) -> pd.DataFrame:
+        """(plant_id, parent_item_id, message) of the rejected BOM lines (see `_broken_bom`)."""
+        rejects = [q for q in self.quarantined if not q.empty]
+        return _broken_bom(pd.concat(rejects, ignore_index=True) if rejects else empty_quarantine())
+
+    def acceptor(self) -> CompletionAcceptor:
+        """What accepts completions, given this master data (picklable, for worker processes)."""
+        return CompletionAcceptor(bad_plants=self.bad_plants, zones=self.zones, items=self.accepted["items"],
+                                  conversions=self.accepted["uom_conversions"])
+
+    def finish(self, completions: pd.DataFrame | None, summary: CompletionSummary) -> Inputs:
+        """The inputs, given the accepted completions (none, when they were streamed) and the
+        summary of every batch of them."""
+        if completions is None:
+            completions = _finalise_dtypes("completions", _empty_typed("completions")).assign(
+                business_date=pd.Series([], dtype="datetime64[ns]"))
+        accepted, quarantined = self.accepted, [*self.quarantined, *summary.quarantine]
+        stat = TableStats(read=summary.read, accepted=summary.accepted, superseded=summary.superseded)
+        seen = summary.seen
+        sites = pd.concat(summary.sites, ignore_index=True) if summary.sites else accepted["movements"].iloc[0:0]
+        zones = plant_timezones(accepted["plants"], (self.seen | seen) - self.bad_plants, self.overrides)
+
+        # a count at a location where nothing is ever produced or moved is a typo, not a stock point
+        flows_at = pd.concat([sites[["plant_id", "location_id"]],
+                              accepted["movements"][["plant_id", "location_id"]]]).drop_duplicates()
+        counts = accepted["stock_counts"]
+        known_location = counts.merge(flows_at, on=["plant_id", "location_id"], how="left", indicator=True)[
+            "_merge"].eq("both").to_numpy()
+        if not known_location.all():
+            rows = counts[~known_location]
+            quarantined.append(
+                quarantine_rows(
+                    "stock_counts", rows, "UNKNOWN_LOCATION",
+                    "location " + rows["location_id"].map(repr) + " of plant " + rows["plant_id"].map(repr)
+                    + " has no completions or movements",
+                )
+            )
+            counts = counts[known_location].reset_index(drop=True)
+
+        quarantine = pd.concat([q for q in quarantined if not q.empty] or [empty_quarantine()], ignore_index=True)
+        # a rejected row whose plant and moment could be read belongs to its own business date
+        undated = quarantine["business_date"].isna() & quarantine["event_at"].notna() & quarantine["plant_id"].notna()
+        if undated.any():
+            rows = quarantine[undated]
+            quarantine.loc[undated, "business_date"] = business_dates(rows["event_at"], rows["plant_id"], zones)
+        stats = {table: self.stats[table] if table != "completions" else stat for table in schemas.INPUT_MODELS}
+        final = {**accepted, "stock_counts": counts, "completions": completions}
+        for table, table_stat in stats.items():
+            if table != "completions":  # streamed completions are not in `final`: the batches counted them
+                table_stat.accepted = len(final[table])
+            table_stat.quarantined = int((quarantine["table"] == table).sum())
+        return Inputs(
+            broken_bom=_broken_bom(quarantine),
+            plants=zones,
+            items=accepted["items"],
+            uom_conversions=accepted["uom_conversions"],
+            bom=accepted["bom"],
+            completions=completions,
+            stock_counts=counts,
+            movements=accepted["movements"],
+            quarantine=quarantine,
+            stats=stats,
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import consumption, schemas
+from pipeline import schemas
 from pipeline.config import Config, Tolerances
 from pipeline.rounding import round_half_away
 from pipeline.sources import Inputs
@@ -42,31 +42,41 @@ _FINGERPRINT_COLUMNS = {
 }
 
 
-def input_fingerprints(inputs: Inputs, plants: list[str]) -> pd.DataFrame:
+def fingerprint_parts(table: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The parts of the fingerprints of one table's rows: per (plant, business date) the row count
+    and the sums of the rows' hash halves. Parts of disjoint row sets add up (`input_fingerprints`)."""
+    columns = _FINGERPRINT_COLUMNS[table]
+    hashed = pd.util.hash_pandas_object(rows[columns], index=False).to_numpy(dtype="uint64")
+    frame = pd.DataFrame({"plant_id": rows["plant_id"].to_numpy(),
+                          "business_date": rows["business_date"].to_numpy(),
+                          "hi": (hashed >> np.uint64(32)).astype("int64"),
+                          "lo": (hashed & np.uint64(0xFFFFFFFF)).astype("int64")})
+    return frame.groupby(["plant_id", "business_date"], as_index=False).agg(
+        hi=("hi", "sum"), lo=("lo", "sum"), rows=("hi", "size"))
+
+
+def input_fingerprints(inputs: Inputs, plants: list[str], parts: list[pd.DataFrame] | None = None) -> pd.DataFrame:
     """An order-independent hash (a string) of the completions, movements and stock counts of each
     (plant, business date).
 
     Each row's 64-bit hash is split into two 32-bit halves that are summed exactly (no float, no
-    overflow), so any changed, added or removed row changes the fingerprint.
+    overflow), so any changed, added or removed row changes the fingerprint. parts: more
+    `fingerprint_parts` (of completions that were streamed rather than kept in `inputs`).
     """
-    parts = []
-    for table, columns in _FINGERPRINT_COLUMNS.items():
+    parts = list(parts or [])
+    for table in _FINGERPRINT_COLUMNS:
         frame = getattr(inputs, table)
-        rows = frame[frame["plant_id"].isin(plants)]
-        if rows.empty:
-            continue
-        hashed = pd.util.hash_pandas_object(rows[columns], index=False).to_numpy(dtype="uint64")
-        parts.append(pd.DataFrame({"plant_id": rows["plant_id"].to_numpy(),
-                                   "business_date": rows["business_date"].to_numpy(),
-                                   "hi": (hashed >> np.uint64(32)).astype("int64"),
-                                   "lo": (hashed & np.uint64(0xFFFFFFFF)).astype("int64")}))
-    if not parts:
+        if not frame.empty:
+            parts.append(fingerprint_parts(table, frame))
+    both = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not both.empty:
+        both = both[both["plant_id"].isin(plants)]
+    if both.empty:
         return pd.DataFrame({"plant_id": pd.Series([], dtype="str"),
                              "business_date": pd.Series([], dtype="datetime64[ns]"),
                              "fingerprint": pd.Series([], dtype="str")})
-    both = pd.concat(parts, ignore_index=True)
     out = both.groupby(["plant_id", "business_date"], as_index=False).agg(
-        hi=("hi", "sum"), lo=("lo", "sum"), rows=("hi", "size"))
+        hi=("hi", "sum"), lo=("lo", "sum"), rows=("rows", "sum"))
     out["fingerprint"] = (out["rows"].astype("str") + ":" + out["hi"].astype("str") + ":"
                           + out["lo"].astype("str"))
     return out.drop(columns=["hi", "lo", "rows"])
@@ -204,21 +214,20 @@ def variance_scope(inputs: Inputs, scope: pd.DataFrame, config: Config) -> Count
 # ------------------------------------------------------------------ book stock and variance
 
 
-def count_variance(
-    inputs: Inputs, scope: CountScope, config: Config, exploded: consumption.ExplodedCompletions
-) -> pd.DataFrame:
+def count_variance(inputs: Inputs, scope: CountScope, config: Config, windows: CountWindows) -> pd.DataFrame:
     """One `variance` row per count in scope (plus plant_id and count_date for partitioning).
 
-    exploded: every accepted completion with its explosion (`consumption.explode_all`).
+    windows: the count windows of every accepted count, with every accepted completion added
+    (`CountWindows.add_completions`); movements are added here.
     """
     counts = scope.counts.reset_index(drop=True)
     if counts.empty:
         return _empty_variance()
-    flows = window_flows(counts, exploded.good(), exploded.requirements, inputs.movements, inputs.items)
+    sums = windows.sums(inputs.movements).set_index("count_id").reindex(counts["count_id"])
     master = inputs.items.set_index("item_id")
     out = counts.copy()
     for column in ("movements_qty", "receipts_qty", "usage_qty"):
-        out[column] = flows[column].to_numpy()
+        out[column] = sums[column].fillna(0.0).to_numpy()
     out = out.rename(columns={"usage_qty": "theoretical_usage_qty"})
     out["backflushed"] = out["item_id"].map(master["backflush"]).astype(bool)
     out["standard_cost"] = out["item_id"].map(master["standard_cost"]).astype("float64")
@@ -229,16 +238,12 @@ def count_variance(
 _CHUNK_ROWS = 1_000_000  # completions expanded into component flows at a time: bounds the transient memory
 
 
-def window_flows(
-    counts: pd.DataFrame, completions: pd.DataFrame, requirements: pd.DataFrame, movements: pd.DataFrame,
-    items: pd.DataFrame,
-) -> pd.DataFrame:
+class CountWindows:
     """Movements, receipts and theoretical usage within each count's window (previous count, count].
 
-    counts: plant_id, location_id, item_id, counted_at, previous_counted_at (NaT: no window).
-    completions: plant_id, location_id, item_id, completed_at, qty_good, qty_scrap, key, of
-    completions whose BOM exploded; requirements: key, component_item_id, qty_per_unit.
-    Returns movements_qty, receipts_qty, usage_qty aligned with `counts` (0 where no window).
+    counts: plant_id, location_id, item_id, counted_at, previous_counted_at (NaT: no window), and
+    count_id. Completions are added any number of times (a bucket at a time: the sums are
+    additive), then `sums` gives the totals per count.
 
     Every flow is an event (stock key, time, quantity): a completion's receipt of its item, each
     component it uses or gives off as a by-product, a movement. An event belongs to the window of
@@ -246,44 +251,87 @@ def window_flows(
     previous count; windows of one stock key never overlap, so each event lands in at most one and
     the sums are one `bincount`. Only stock keys that are counted produce events at all.
     """
-    n = len(counts)
-    zeros = {"movements_qty": np.zeros(n), "receipts_qty": np.zeros(n), "usage_qty": np.zeros(n)}
-    has_window = counts["previous_counted_at"].notna().to_numpy()
-    if not has_window.any():
-        return pd.DataFrame(zeros)
-    finder = _WindowFinder(counts, has_window, items)
 
-    moved = finder.locate(movements["plant_id"], movements["location_id"], movements["item_id"], movements["moved_at"])
-    zeros["movements_qty"] += finder.sums(moved, movements["qty"].to_numpy(dtype="float64"))
+    def __init__(self, counts: pd.DataFrame, items: pd.DataFrame) -> None:
+        self.count_ids = counts["count_id"].to_numpy() if "count_id" in counts.columns else np.arange(len(counts))
+        n = len(counts)
+        self.receipts = np.zeros(n)
+        self.usage = np.zeros(n)
+        has_window = counts["previous_counted_at"].notna().to_numpy()
+        self.finder = _WindowFinder(counts, has_window, items) if has_window.any() else None
 
-    at = finder.place_codes(completions["plant_id"], completions["location_id"])
-    keep = at >= 0
-    completions, at = completions[keep], at[keep]
-    times = _micros(completions["completed_at"])
-    rank = finder.rank(times)  # once per completion, shared by every component it uses
-    received = finder.locate_codes(at, finder.item_codes(completions["item_id"]), times, rank)
-    zeros["receipts_qty"] += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
+    @classmethod
+    def like(cls, other: CountWindows) -> CountWindows:
+        """Empty windows of the same counts (sums made in another process add to `other`)."""
+        copy = object.__new__(cls)
+        copy.count_ids, copy.finder = other.count_ids, other.finder
+        copy.receipts, copy.usage = np.zeros(len(other.receipts)), np.zeros(len(other.usage))
+        return copy
 
-    # component flows: only requirements of components counted somewhere at the key's plant
-    req = requirements.assign(component=finder.item_codes(requirements["component_item_id"]))
-    req = req[req["component"] >= 0].sort_values("key", kind="stable")
-    req_keys = req["key"].to_numpy(dtype="int64")
-    req_component = req["component"].to_numpy(dtype="int64")
-    req_qpu = req["qty_per_unit"].to_numpy(dtype="float64")
-    keys = completions["key"].to_numpy(dtype="int64")
-    qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
-    for start in range(0, len(completions), _CHUNK_ROWS):
-        part = slice(start, start + _CHUNK_ROWS)
-        first = np.searchsorted(req_keys, keys[part], side="left")
-        width = np.searchsorted(req_keys, keys[part], side="right") - first
-        row = np.repeat(np.arange(len(first)), width)
-        line = np.repeat(first - np.cumsum(width) + width, width) + np.arange(int(width.sum()))
-        window = finder.locate_codes(at[part][row], req_component[line], times[part][row], rank[part][row])
-        flow = qty[part][row] * req_qpu[line]
-        used = req_qpu[line] > 0
-        zeros["usage_qty"] += finder.sums(window, np.where(used, flow, 0.0))
-        zeros["receipts_qty"] += finder.sums(window, np.where(used, 0.0, -flow))
-    return pd.DataFrame(zeros)
+    def add_completions(self, completions: pd.DataFrame, requirements: pd.DataFrame) -> None:
+        """completions: plant_id, location_id, item_id, completed_at, qty_good, qty_scrap, key, of
+        completions whose BOM exploded; requirements: key, component_item_id, qty_per_unit."""
+        finder = self.finder
+        if finder is None or completions.empty:
+            return
+        at = finder.place_codes(completions["plant_id"], completions["location_id"])
+        keep = at >= 0
+        completions, at = completions[keep], at[keep]
+        times = _micros(completions["completed_at"])
+        rank = finder.rank(times)  # once per completion, shared by every component it uses
+        received = finder.locate_codes(at, finder.item_codes(completions["item_id"]), times, rank)
+        self.receipts += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
+
+        # component flows: only requirements of components counted somewhere at the key's plant
+        req = requirements.assign(component=finder.item_codes(requirements["component_item_id"]))
+        req = req[req["component"] >= 0].sort_values("key", kind="stable")
+        req_keys = req["key"].to_numpy(dtype="int64")
+        req_component = req["component"].to_numpy(dtype="int64")
+        req_qpu = req["qty_per_unit"].to_numpy(dtype="float64")
+        keys = completions["key"].to_numpy(dtype="int64")
+        qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
+        for start in range(0, len(completions), _CHUNK_ROWS):
+            part = slice(start, start + _CHUNK_ROWS)
+            first = np.searchsorted(req_keys, keys[part], side="left")
+            width = np.searchsorted(req_keys, keys[part], side="right") - first
+            row = np.repeat(np.arange(len(first)), width)
+            line = np.repeat(first - np.cumsum(width) + width, width) + np.arange(int(width.sum()))
+            window = finder.locate_codes(at[part][row], req_component[line], times[part][row], rank[part][row])
+            flow = qty[part][row] * req_qpu[line]
+            used = req_qpu[line] > 0
+            self.usage += finder.sums(window, np.where(used, flow, 0.0))
+            self.receipts += finder.sums(window, np.where(used, 0.0, -flow))
+
+    def add(self, receipts: np.ndarray, usage: np.ndarray) -> None:
+        """Add sums made by another `CountWindows` of the same counts (another process's)."""
+        self.receipts += receipts
+        self.usage += usage
+
+    def sums(self, movements: pd.DataFrame) -> pd.DataFrame:
+        """count_id, movements_qty, receipts_qty, usage_qty (0 where a count has no window)."""
+        moved = np.zeros(len(self.receipts))
+        if self.finder is not None and not movements.empty:
+            window = self.finder.locate(movements["plant_id"], movements["location_id"], movements["item_id"],
+                                        movements["moved_at"])
+            moved = self.finder.sums(window, movements["qty"].to_numpy(dtype="float64"))
+        return pd.DataFrame({"count_id": self.count_ids, "movements_qty": moved, "receipts_qty": self.receipts,
+                             "usage_qty": self.usage})
+
+
+def window_flows(
+    counts: pd.DataFrame, completions: pd.DataFrame, requirements: pd.DataFrame, movements: pd.DataFrame,
+    items: pd.DataFrame,
+) -> pd.DataFrame:
+    """movements_qty, receipts_qty, usage_qty of each count's window, aligned with `counts` (see
+    `CountWindows`; completions whose BOM exploded, with their key)."""
+    windows = CountWindows(counts.reset_index(drop=True).drop(columns="count_id", errors="ignore"), items)
+    windows.add_completions(completions, requirements)
+    return windows.sums(movements).drop(columns="count_id")
+
+
+def count_windows(stock_counts: pd.DataFrame, items: pd.DataFrame) -> CountWindows:
+    """Empty windows of every count of `stock_counts` (accepted counts, in any order)."""
+    return CountWindows(with_previous_count(stock_counts), items)
 
 
 _DENSE_MAX = 20_000_000  # (place x item) grid cells for a direct stock-key lookup table (160 MB)

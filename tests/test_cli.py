@@ -98,7 +98,7 @@ def test_run_single_date_and_dry_run(generated: Path, tmp_path: Path) -> None:
 def test_backfill_reads_landing_once(generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = []
     real = sources.read_landing_files
-    monkeypatch.setattr(sources, "read_landing_files", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(sources, "read_landing_files", lambda path, **kw: reads.append(path) or real(path, **kw))
     assert cli.main(["-q", "backfill", "--landing", str(generated), "--warehouse", str(tmp_path / "wh"),
                      "--start", "2026-02-02", "--end", "2026-02-07"]) == 0
     assert len(reads) == 1

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
-from pipeline import job
+from pipeline import job, sources
 from pipeline.config import load_config
 from pipeline.generate import generate_landing
 from pipeline.warehouse import Warehouse
@@ -111,7 +111,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cfg["arrival"] = write_config(root / "arrival.toml", arrival_landing, wh["arrival"], lookback_days=lookback)
     arrival_config = load_config(cfg["arrival"])
     job.backfill(arrival_config, START, START + dt.timedelta(days=DAYS - 1))
-    inputs = job.read_inputs(arrival_config)
+    inputs = sources.load_inputs(sources.read_landing_files(arrival_config.landing))
     adjustments = Warehouse(str(wh["arrival"])).read("adjustments")
     drop1_rows = [
         corrected(inputs.completions, adjustments, "P1", "2026-01-08"),

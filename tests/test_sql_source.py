@@ -320,7 +320,7 @@ def test_a_bounded_single_date_pull_gives_the_same_outputs_as_files(db: tuple[st
                                   sql=SqlSource(url=URL, schema=schema))
     job.run_dates(from_files, [day])
     result_sql = job.run_dates(from_sql, [day])
-    assert result_sql.rows_read["completions"] < job.read_inputs(from_files).stats["completions"].read
+    assert result_sql.rows_read["completions"] < job.read_inputs(from_files).inputs.stats["completions"].read
     files, sql = _outputs(tmp_path / "files"), _outputs(tmp_path / "sql")
     for dataset in ("consumption", "adjustments", "variance"):
         keys = [k for k in files if k.startswith(dataset + "/")]

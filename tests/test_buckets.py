@@ -1,0 +1,179 @@
+"""Completions a bucket at a time: however completions are split into buckets, and on however many
+processes they are digested, a run writes what one bucket writes.
+
+The reference is the same run with every completion in one bucket (the whole table in memory, as
+the exact-number tests elsewhere check it); the property is that splitting by completion id is
+invisible: every row still ends in exactly one output or quarantine row, ids and lines included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import buckets, consumption, job, sources, variance
+from pipeline.config import load_config
+from pipeline.generate import generate_landing
+from pipeline.warehouse import Warehouse
+from tests.landing import make_landing, write_table
+
+START = dt.date(2026, 1, 5)
+DAYS = 6
+DATASETS = ["consumption", "adjustments", "postings", "variance", "bom_accuracy", "quarantine"]
+VOLATILE = ["run_id", "posting_id", "posted_at", "computed_at", "as_of"]  # differ between any two runs
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated data with a row of every quarantine code, completions in several CSV files."""
+    root = tmp_path_factory.mktemp("buckets") / "landing"
+    generate_landing(root, items=30, completions=3000, days=DAYS, seed=7, start=START, bad_rows=True,
+                     file_format="csv")
+    return root
+
+
+def _outputs(warehouse: Path) -> dict[str, pd.DataFrame]:
+    out = {}
+    wh = Warehouse(str(warehouse))
+    for name in DATASETS:
+        frame = wh.read(name)
+        frame = frame.drop(columns=[c for c in VOLATILE if c in frame.columns])
+        keys = [c for c in frame.columns if frame[c].dtype == object or str(frame[c].dtype) in ("str", "string")
+                or "datetime" in str(frame[c].dtype)]
+        out[name] = frame.sort_values(keys).reset_index(drop=True)
+    return out
+
+
+def _backfill(landing: Path, warehouse: Path, **settings: object) -> list[job.RunResult]:
+    config = load_config(None, landing=str(landing), warehouse=str(warehouse), **settings)
+    return job.backfill(config, START, START + dt.timedelta(days=DAYS - 1))
+
+
+@pytest.fixture(scope="module")
+def whole(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, pd.DataFrame], job.RunResult]:
+    warehouse = tmp_path_factory.mktemp("whole") / "wh"
+    results = _backfill(landing, warehouse)
+    return _outputs(warehouse), results[0]
+
+
+@pytest.mark.parametrize("bucket_rows, workers", [(250, 1), (900, 2)])
+def test_a_run_in_buckets_writes_what_one_bucket_writes(
+    landing: Path, tmp_path: Path, whole: tuple[dict[str, pd.DataFrame], job.RunResult], bucket_rows: int,
+    workers: int,
+) -> None:
+    reference, reference_run = whole
+    results = _backfill(landing, tmp_path / "wh", bucket_rows=bucket_rows, workers=workers)
+    outputs = _outputs(tmp_path / "wh")
+    assert reference["quarantine"]["error_code"].nunique() >= 6  # the bad rows are there to be found
+    for name in DATASETS:
+        assert not reference[name].empty, name
+        pd.testing.assert_frame_equal(outputs[name], reference[name], check_exact=False, rtol=1e-12, obj=name)
+    for counter in ("rows_read", "rows_accepted", "rows_quarantined", "rows_superseded", "rows_written"):
+        assert getattr(results[0], counter) == getattr(reference_run, counter), counter
+
+
+def test_a_rerun_in_other_buckets_posts_nothing(landing: Path, tmp_path: Path) -> None:
+    """Postings are exactly-once whatever the split: a re-run with other buckets adds no posting."""
+    _backfill(landing, tmp_path / "wh")
+    before = Warehouse(str(tmp_path / "wh")).read("postings")
+    _backfill(landing, tmp_path / "wh", bucket_rows=333, workers=1)
+    after = Warehouse(str(tmp_path / "wh")).read("postings")
+    assert len(before) > 0 and len(after) == len(before)
+
+
+def test_spill_puts_every_version_of_an_id_in_one_bucket_and_keeps_lines(tmp_path: Path) -> None:
+    """Ids are judged as coerced: ' C1 ' in a CSV and C1 elsewhere are one id, and share a bucket."""
+    first = pd.DataFrame({"completion_id": [" C1 ", "C2", "C3", "7", None], "qty_good": ["1", "2", "3", "4", "5"]})
+    second = pd.DataFrame({"completion_id": pd.Series([7, 8], dtype="int64"), "qty_good": [1.0, 2.0]})
+    third = pd.DataFrame({"completion_id": ["C1", "C2"], "qty_good": ["9", "9"]})
+    readers = [("completions/a.csv", lambda: first), ("completions/b.parquet", lambda: second),
+               ("completions/c.csv", lambda: third)]
+    spilled = buckets.spill(readers, 5, tmp_path)
+    seen: dict[str, set[int]] = {}
+    rows = []
+    for number, files in enumerate(spilled):
+        for source, path in files:
+            part = pd.read_pickle(path)
+            for cid, line in zip(part["completion_id"], part[sources.LINE_COLUMN], strict=True):
+                key = "<none>" if pd.isna(cid) else str(cid).strip()
+                seen.setdefault(key, set()).add(number)
+                rows.append((source, int(line)))
+    assert all(len(found) == 1 for found in seen.values()), seen
+    # every row once, with its line in its own file (header = line 1)
+    assert sorted(rows) == sorted([("completions/a.csv", i) for i in range(2, 7)]
+                                  + [("completions/b.parquet", i) for i in (2, 3)]
+                                  + [("completions/c.csv", i) for i in (2, 3)])
+
+
+def test_a_rejected_row_of_a_bucket_names_its_file_and_line(tmp_path: Path) -> None:
+    items = [{"item_id": i, "uom": "EA", "standard_cost": 1.0, "phantom": False, "backflush": True,
+              "uom_decimals": 3} for i in ("F", "R")]
+    completions = [{"completion_id": f"C{i}", "plant_id": "P1", "location_id": "L1", "item_id": "F",
+                    "qty_good": 1.0 if i != 17 else "lots", "completed_at": "2026-01-05T10:00:00Z"} for i in range(40)]
+    landing = make_landing(tmp_path, items=items, bom=[{"parent_item_id": "F", "component_item_id": "R", "qty_per": 2}],
+                           completions=completions)
+    config = load_config(None, landing=str(landing), warehouse=str(tmp_path / "wh"), bucket_rows=4, workers=1)
+    run_inputs = job.read_inputs(config)
+    assert run_inputs.completions.buckets > 1  # a CSV's rows are estimated from its size
+    bad = run_inputs.inputs.quarantine
+    assert bad[["source_key", "error_code", "source"]].values.tolist() == [["C17", "INVALID", "completions/part.csv:19"]]
+    assert run_inputs.inputs.stats["completions"].read == 40
+    assert run_inputs.inputs.stats["completions"].accepted == 39
+    demand = run_inputs.completions.demand
+    assert demand["qty_good"].sum() == 39.0 and demand["completions"].sum() == 39
+
+
+def test_a_missing_id_column_stops_a_bucketed_run_with_one_line(tmp_path: Path) -> None:
+    landing = make_landing(tmp_path)
+    write_table(landing, "completions", [{"plant_id": "P1", "qty_good": 1}] * 10)
+    config = load_config(None, landing=str(landing), warehouse=str(tmp_path / "wh"), bucket_rows=3)
+    with pytest.raises(sources.SourceError, match="required column.*completion_id"):
+        job.read_inputs(config)
+
+
+def _tagging_inputs(landing: Path) -> sources.Inputs:
+    return sources.load_inputs(sources.read_landing_files(landing))
+
+
+def test_the_catalog_numbers_and_explodes_each_key_once_however_completions_arrive(landing: Path) -> None:
+    inputs = _tagging_inputs(landing)
+    made = consumption.produced(inputs.completions)
+    whole = consumption.ExplosionCatalog(inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom)
+    at_once = whole.tag(made)
+    split = consumption.ExplosionCatalog(inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom)
+    halves = pd.concat([split.tag(made.iloc[::2]), split.tag(made.iloc[1::2])]).sort_index()
+    distinct = at_once.groupby(["plant_id", "item_id", "effective_date"]).ngroups
+    assert len(split.keys) == len(whole.keys) == distinct > 1
+
+    def by_content(catalog: consumption.ExplosionCatalog, tagged: pd.DataFrame) -> pd.DataFrame:
+        req = catalog.requirements.merge(catalog.keys, on="key")
+        per_row = tagged[["_row", "key"]].merge(req, on="key").drop(columns="key")
+        return per_row.sort_values(["_row", "component_item_id"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(by_content(split, halves), by_content(whole, at_once))
+    # another process's catalog, adopted: its numbers map onto equal keys here
+    other = whole.empty_copy()
+    theirs = other.tag(made.iloc[::-1])
+    mapping = whole.adopt(other.keys, other.requirements, other.errors)
+    assert (mapping[theirs["key"].to_numpy()] == at_once.loc[theirs.index, "key"].to_numpy()).all()
+
+
+def test_count_windows_add_up_over_any_split(landing: Path) -> None:
+    inputs = _tagging_inputs(landing)
+    exploded = consumption.explode_all(inputs.completions, inputs.bom, inputs.items, inputs.uom_conversions,
+                                       inputs.broken_bom)
+    good = exploded.good()
+    once = variance.count_windows(inputs.stock_counts, inputs.items)
+    once.add_completions(good, exploded.requirements)
+    split = variance.count_windows(inputs.stock_counts, inputs.items)
+    for part in np.array_split(np.arange(len(good)), 3):
+        piece = variance.CountWindows.like(split)
+        piece.add_completions(good.iloc[part], exploded.requirements)
+        split.add(piece.receipts, piece.usage)
+    a, b = once.sums(inputs.movements), split.sums(inputs.movements)
+    assert (a["usage_qty"] != 0).sum() > 10 and (a["receipts_qty"] != 0).sum() > 3
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
