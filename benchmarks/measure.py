@@ -81,7 +81,12 @@ def default_memory_cap() -> int:
 
 
 def _rss_of_group(pgid: int) -> int:
-    """The summed RSS of every process in a process group (the launcher and what it started)."""
+    """The memory of every process in a process group (the launcher and what it started).
+
+    Each process counts its proportional set size (PSS): a page shared by n processes (a forked
+    worker's inherited data) counts 1/n in each, so the sum is the memory the group really holds,
+    where summing RSS would count shared pages once per process. RSS where PSS cannot be read.
+    """
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
     for entry in os.listdir("/proc"):
@@ -92,8 +97,15 @@ def _rss_of_group(pgid: int) -> int:
                 fields = f.read().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... rss is the 22nd
-            total += int(fields[21]) * page
+        if int(fields[2]) != pgid:  # fields after "(comm)": state ppid pgrp ... rss is the 22nd
+            continue
+        rss = int(fields[21]) * page
+        try:
+            with open(f"/proc/{entry}/smaps_rollup") as f:
+                pss = next((int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:")), None)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pss = None
+        total += rss if pss is None else pss
     return total
 
 
@@ -202,7 +214,8 @@ def run_measured(
     return Measurement(
         command=list(command),
         wall_s=wall,
-        peak_rss_bytes=int(child["maxrss_kib"]) * 1024,
+        # the largest single process (rusage), or the group's sampled total if that is more (workers)
+        peak_rss_bytes=max(int(child["maxrss_kib"]) * 1024, max((r for _, r in timeline), default=0)),
         user_s=child["utime"],
         sys_s=child["stime"],
         exit_code=int(child["exit_code"]),

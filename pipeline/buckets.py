@@ -15,7 +15,7 @@ import math
 import multiprocessing
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +33,9 @@ from pipeline.sources import (
     empty_quarantine,
     key_hashes,
     read_file,
+    read_file_chunks,
 )
 
-RawFile = tuple[str, Callable[[], pd.DataFrame]]  # (source name, reads the file's raw rows)
 _ID = "completion_id"
 _CSV_BYTES_PER_ROW = 60  # a CSV's row count before reading it, for choosing the number of buckets
 
@@ -187,37 +187,125 @@ class _Totals:
 # ------------------------------------------------------------------------------------ the run's entry
 
 
+class RawFile:
+    """One completion file (or a frame already read, from SQL), read in chunks when it is spilled."""
+
+    def __init__(self, source: str, path: Path | None = None, frame: pd.DataFrame | None = None) -> None:
+        self.source, self.path, self.frame = source, path, frame
+
+    def read(self) -> pd.DataFrame:
+        return self.frame if self.frame is not None else read_file(self.path)  # type: ignore[arg-type]
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+        if self.frame is not None:
+            yield 2, self.frame
+        else:
+            yield from read_file_chunks(self.path, rows)  # type: ignore[arg-type]
+
+    def rows(self) -> int:
+        """How many rows the file holds (estimated for CSV), for choosing the number of buckets."""
+        if self.frame is not None:
+            return len(self.frame)
+        path = self.path
+        assert path is not None
+        if path.suffix.lower() == ".parquet":
+            try:
+                return int(pq.ParquetFile(path).metadata.num_rows)
+            except Exception:  # unreadable: reading it says why, in one line
+                return 0
+        return int(path.stat().st_size // _CSV_BYTES_PER_ROW) + 1
+
+
+def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]]) -> list[RawFile]:
+    """(source, path) pairs of landing files, or (source, frame) pairs read already."""
+    return [RawFile(source, frame=raw) if isinstance(raw, pd.DataFrame) else RawFile(source, path=Path(raw))
+            for source, raw in files]
+
+
+class Spiller:
+    """Completion files split into buckets, on worker processes, while the run reads its master data.
+
+    `start` forks the spill workers (before the master data is in memory, so they are small);
+    `summarise` waits for them and digests the buckets. With a single bucket nothing is spilled:
+    the files are read whole when they are digested.
+    """
+
+    def __init__(self, files: Sequence[RawFile], *, bucket_rows: int = 300_000, workers: int = 1,
+                 spill_dir: str | None = None) -> None:
+        self.files = list(files)
+        self.bucket_rows = max(1, bucket_rows)
+        self.workers = max(1, workers)
+        self.buckets = max(1, math.ceil(sum(f.rows() for f in self.files) / self.bucket_rows))
+        self.spill_dir = spill_dir
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._spilled: list[Future[list[tuple[int, int, int, str, Path]]]] = []
+
+    def __enter__(self) -> Spiller:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self.buckets == 1 or self._folder is not None:
+            return
+        self._folder = tempfile.TemporaryDirectory(prefix="backflush-buckets-", dir=self.spill_dir)
+        folder = Path(self._folder.name)
+        if self.workers > 1 and len(self.files) > 1:
+            self._pool = ProcessPoolExecutor(max_workers=min(self.workers, len(self.files)), mp_context=_context())
+            self._spilled = [self._pool.submit(_spill_file, f, number, self.buckets, self.bucket_rows, folder)
+                             for number, f in enumerate(self.files)]
+        else:
+            self._spilled = []
+            for number, f in enumerate(self.files):
+                done: Future[list[tuple[int, int, int, str, Path]]] = Future()
+                done.set_result(_spill_file(f, number, self.buckets, self.bucket_rows, folder))
+                self._spilled.append(done)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def summarise(self, acceptor: CompletionAcceptor, catalog: consumption.ExplosionCatalog,
+                  windows: variance.CountWindows) -> CompletionTotals:
+        """Every completion accepted, exploded and summed, a bucket at a time, in bucket order."""
+        totals = _Totals(catalog=catalog, windows=windows)
+        if self.buckets == 1:
+            digester = _Digester(acceptor, catalog, variance.CountWindows.like(windows))
+            totals.add(digester.digest([(f.source, f.read()) for f in self.files]))
+            return totals.result(1)
+        self.start()
+        parts = sorted(part for done in self._spilled for part in done.result())  # bucket, file, chunk
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        spilled: list[list[tuple[str, Path]]] = [[] for _ in range(self.buckets)]
+        for bucket, _, _, source, path in parts:
+            spilled[bucket].append((source, path))
+        for part in _digest_all(spilled, acceptor, catalog, windows, self.workers):
+            totals.add(part)
+        return totals.result(self.buckets)
+
+
 def summarise(
-    files: Sequence[RawFile] | Sequence[tuple[str, pd.DataFrame]],
+    files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]],
     acceptor: CompletionAcceptor,
     catalog: consumption.ExplosionCatalog,
     windows: variance.CountWindows,
     *,
-    rows: int | None = None,
-    bucket_rows: int = 500_000,
+    bucket_rows: int = 300_000,
     workers: int = 1,
     spill_dir: str | None = None,
 ) -> CompletionTotals:
-    """Every completion of `files` accepted, exploded and summed, a bucket at a time.
-
-    files: (source, raw frame) pairs, or (source, a function that reads the raw frame) pairs;
-    rows: how many rows they hold (estimated when not given). With more rows than `bucket_rows`,
-    the files are spilled to buckets under `spill_dir` (the system's temporary folder by default)
-    and digested on up to `workers` processes.
-    """
-    readers = [(source, raw if callable(raw) else _given(raw)) for source, raw in files]
-    total = rows if rows is not None else sum(_rows_of(raw) for _, raw in files)
-    buckets = max(1, math.ceil(total / max(1, bucket_rows)))
-    totals = _Totals(catalog=catalog, windows=windows)
-    if buckets == 1:
-        digester = _Digester(acceptor, catalog, variance.CountWindows.like(windows))
-        totals.add(digester.digest([(source, read()) for source, read in readers]))
-        return totals.result(1)
-    with tempfile.TemporaryDirectory(prefix="backflush-buckets-", dir=spill_dir) as folder:
-        spilled = spill(readers, buckets, Path(folder))
-        for part in _digest_all(spilled, acceptor, catalog, windows, workers):
-            totals.add(part)
-    return totals.result(buckets)
+    """Every completion of `files` accepted, exploded and summed, a bucket at a time (`Spiller`)."""
+    with Spiller(raw_files(files), bucket_rows=bucket_rows, workers=workers, spill_dir=spill_dir) as spiller:
+        return spiller.summarise(acceptor, catalog, windows)
 
 
 def summarise_accepted(
@@ -233,62 +321,49 @@ def summarise_accepted(
     return totals.result(1)
 
 
-def _given(frame: pd.DataFrame) -> Callable[[], pd.DataFrame]:
-    return lambda: frame
-
-
-def _rows_of(raw: object) -> int:
-    if isinstance(raw, pd.DataFrame):
-        return len(raw)
-    path = getattr(raw, "path", None)
-    if isinstance(path, Path):
-        if path.suffix.lower() == ".parquet":
-            try:
-                return int(pq.ParquetFile(path).metadata.num_rows)
-            except Exception:  # unreadable: reading it says why, in one line
-                return 0
-        return int(path.stat().st_size // _CSV_BYTES_PER_ROW) + 1
-    return 0
-
-
-class LandingFile:
-    """Reads one landing file when called (and says where it is, for the row count)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __call__(self) -> pd.DataFrame:
-        return read_file(self.path)
-
-
-def spill(readers: Sequence[RawFile], buckets: int, folder: Path) -> list[list[tuple[str, Path]]]:
-    """Split every file's rows into `buckets` by a hash of the completion id, keeping each row's
-    line in its file; returns, per bucket, its (source, spill file) pairs."""
-    out: list[list[tuple[str, Path]]] = [[] for _ in range(buckets)]
-    for number, (source, read) in enumerate(readers):
-        raw = read()
-        if raw.shape == (0, 0):
+def _spill_file(raw: RawFile, number: int, buckets: int, rows: int, folder: Path
+                ) -> list[tuple[int, int, int, str, Path]]:
+    """Split one file's rows into `buckets` by a hash of the completion id, a chunk at a time,
+    keeping each row's line in its file: (bucket, file number, chunk, source, spill file) per part."""
+    out = []
+    for chunk, (first_line, frame) in enumerate(raw.chunks(rows)):
+        if frame.shape == (0, 0):
             continue
-        raw = raw.reset_index(drop=True)
-        raw[LINE_COLUMN] = np.arange(2, len(raw) + 2)
-        id_column = next((c for c in raw.columns if str(c).strip() == _ID), None)
+        frame = frame.reset_index(drop=True)
+        frame[LINE_COLUMN] = np.arange(first_line, first_line + len(frame))
+        id_column = next((c for c in frame.columns if str(c).strip() == _ID), None)
         # without an id column every row goes to bucket 0, where reading it fails with the reason
-        bucket = (key_hashes(raw[id_column]) % np.uint64(buckets)).astype("int64") if id_column is not None \
-            else np.zeros(len(raw), dtype="int64")
+        bucket = (key_hashes(frame[id_column]) % np.uint64(buckets)).astype("int64") if id_column is not None \
+            else np.zeros(len(frame), dtype="int64")
         order = np.argsort(bucket, kind="stable")
         bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
         for b in range(buckets):
-            rows = order[bounds[b]:bounds[b + 1]]
-            if len(rows) or (b == 0 and not len(raw)):
-                path = folder / f"b{b:05d}-f{number:05d}.pkl"
-                raw.iloc[rows].to_pickle(path)  # our own file, read back by this run only
-                out[b].append((source, path))
-        del raw
+            positions = order[bounds[b]:bounds[b + 1]]
+            if len(positions) or (b == 0 and not len(frame)):
+                path = folder / f"b{b:05d}-f{number:05d}-c{chunk:05d}.pkl"
+                frame.iloc[positions].to_pickle(path)  # our own file, read back by this run only
+                out.append((b, number, chunk, raw.source, path))
+    return out
+
+
+def spill(files: Sequence[RawFile], buckets: int, folder: Path, rows: int = 1_000_000
+          ) -> list[list[tuple[str, Path]]]:
+    """Per bucket, its (source, spill file) pairs: every file split by a hash of the completion id."""
+    out: list[list[tuple[str, Path]]] = [[] for _ in range(buckets)]
+    parts = sorted(p for number, f in enumerate(files) for p in _spill_file(f, number, buckets, rows, folder))
+    for bucket, _, _, source, path in parts:
+        out[bucket].append((source, path))
     return out
 
 
 def _bucket_files(spilled: list[tuple[str, Path]]) -> list[tuple[str, pd.DataFrame]]:
     return [(source, pd.read_pickle(path)) for source, path in spilled]
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # forked workers start at once and inherit the master data; spawned ones would re-import the
+    # caller's main module (an unguarded script would run again) and unpickle all of it
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
 _WORKER: _Digester | None = None
@@ -317,8 +392,7 @@ def _digest_all(
         for files in work:
             yield digester.digest(_bucket_files(files))
         return
-    context = multiprocessing.get_context("spawn")  # no inherited threads or locks: safe under any host
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_start_worker,
                              initargs=(acceptor, fresh_catalog, variance.CountWindows.like(windows))) as pool:
         # a few buckets in flight, not all: finished partials wait in memory until their turn
         pending: deque[Future[_Partial]] = deque()
@@ -330,4 +404,4 @@ def _digest_all(
             yield pending.popleft().result()
 
 
-__all__ = ["CompletionTotals", "LandingFile", "spill", "summarise", "summarise_accepted"]
+__all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "spill", "summarise", "summarise_accepted"]

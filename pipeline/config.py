@@ -61,7 +61,7 @@ class Config:
     lock_stale_after_seconds: float | None = None
     date_batch_days: int = 31  # a backfill commits this many dates at a time
     # completions are read a bucket of about this many rows at a time (memory follows it, not the total)
-    bucket_rows: int = 500_000
+    bucket_rows: int = 300_000
     workers: int = 2  # processes digesting buckets when there are several (1: all in the run's own process)
     spill_dir: str | None = None  # where buckets are spilled (default: the system's temporary folder)
 

@@ -80,8 +80,11 @@ def component_flows(demand: pd.DataFrame, requirements: pd.DataFrame) -> pd.Data
     return flows[columns].reset_index(drop=True)
 
 
-def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """The `consumption` dataset: positive component requirements with unit and backflush flag."""
+def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame, *, sort: bool = True) -> pd.DataFrame:
+    """The `consumption` dataset: positive component requirements with unit and backflush flag.
+
+    sort: in key order (the warehouse sorts each partition as it writes it, and needs no order).
+    """
     consumed = flows[flows["qty_per_unit"] > 0]
     # one hashing pass over the component column; the master is looked up per distinct component
     codes, components = pd.factorize(consumed["component_item_id"])
@@ -99,7 +102,7 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame) -> pd.Data
             "completions": consumed["completions"].astype("int64"),
         }
     )
-    return out.sort_values(DEMAND_KEYS + ["component_item_id"]).reset_index(drop=True)
+    return (out.sort_values(DEMAND_KEYS + ["component_item_id"]) if sort else out).reset_index(drop=True)
 
 
 class ExplosionCatalog:
@@ -198,13 +201,15 @@ class ExplosionCatalog:
         return mapping
 
     def _tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        # new keys have higher numbers than every key before them, so appending keeps the order by key
         if self._cache is None:
-            empty = bom.explode(self.keys.iloc[0:0], self.lines, self.items)
-            requirements = pd.concat([empty.requirements, *self._requirements], ignore_index=True)
-            errors = pd.concat([empty.errors, *self._errors], ignore_index=True)
-            self._cache = (requirements.sort_values(["key", "component_item_id"]).reset_index(drop=True),
-                           errors.sort_values("key").reset_index(drop=True))
-            self._requirements, self._errors = [self._cache[0]], [self._cache[1]]
+            if not self._requirements:
+                empty = bom.explode(self.keys.iloc[0:0], self.lines, self.items)
+                self._requirements, self._errors = [empty.requirements], [empty.errors]
+            requirements = pd.concat(self._requirements, ignore_index=True)
+            errors = pd.concat(self._errors, ignore_index=True)
+            self._cache = (requirements, errors)
+            self._requirements, self._errors = [requirements], [errors]
         return self._cache
 
     @property

@@ -11,8 +11,9 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -81,14 +82,14 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
     """
     if config.sql is None:
         files = sources.landing_files(config.landing)
-        raw = sources.read_landing_files(config.landing, skip=["completions"])
-        completion_files = [(source, buckets.LandingFile(path)) for source, path in files["completions"]]
-        return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones),
-                           completion_files)
+        # completions are split into buckets on worker processes while the master data is read here
+        with _spiller(config, buckets.raw_files(files["completions"])) as spiller:
+            raw = sources.read_landing_files(config.landing, skip=["completions"])
+            return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller)
     if not dates:
         raw = sources.read_sql_tables(config.sql)
-        return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones),
-                           raw["completions"])
+        with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
+            return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller)
     # a plant's business date D lies within [D - 1 day, D + 2 days) in UTC, whatever its zone
     since = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days + 1), tz="UTC")
     until = pd.Timestamp(max(dates) + dt.timedelta(days=2), tz="UTC")
@@ -102,18 +103,31 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
         opened = variance.with_previous_count(counts).merge(reconciled[["count_id"]], on="count_id")
         oldest = opened["previous_counted_at"].min()
         if pd.isna(oldest) or oldest >= since:
-            return _summarised(config, loader, raw["completions"])
+            with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
+                return _summarised(config, loader, spiller)
         since = oldest.floor("D")
 
 
-def _summarised(config: Config, loader: sources.InputLoader, completion_files: Sequence[tuple[str, object]]
-                ) -> RunInputs:
+def _spiller(config: Config, files: list[buckets.RawFile]) -> buckets.Spiller:
+    return buckets.Spiller(files, bucket_rows=config.bucket_rows, workers=config.workers, spill_dir=config.spill_dir)
+
+
+def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Spiller) -> RunInputs:
     """Completions accepted and summed a bucket at a time, then the inputs finished with them."""
     catalog = consumption.ExplosionCatalog(loader.bom, loader.items, loader.uom_conversions, loader.broken_bom)
     windows = variance.count_windows(loader.stock_counts, loader.items)
-    totals = buckets.summarise(completion_files, loader.acceptor(), catalog, windows,  # type: ignore[arg-type]
-                               bucket_rows=config.bucket_rows, workers=config.workers, spill_dir=config.spill_dir)
-    return RunInputs(inputs=loader.finish(None, totals.summary), completions=totals)
+    totals = spiller.summarise(loader.acceptor(), catalog, windows)
+    return _without_movement_rows(loader.finish(None, totals.summary), totals)
+
+
+def _without_movement_rows(inputs: Inputs, totals: buckets.CompletionTotals) -> RunInputs:
+    """Movements, like completions, are kept only as the sums a run needs: their flows into count
+    windows and their fingerprints (a year of movements need not stay in memory)."""
+    if not inputs.movements.empty:
+        totals.windows.add_movements(inputs.movements)
+        totals.fingerprints = pd.concat([totals.fingerprints, variance.fingerprint_parts("movements", inputs.movements)],
+                                        ignore_index=True)
+    return RunInputs(inputs=dataclasses.replace(inputs, movements=inputs.movements.iloc[0:0]), completions=totals)
 
 
 def summarised(inputs: Inputs | RunInputs) -> RunInputs:
@@ -123,7 +137,7 @@ def summarised(inputs: Inputs | RunInputs) -> RunInputs:
     catalog = consumption.ExplosionCatalog(inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom)
     windows = variance.count_windows(inputs.stock_counts, inputs.items)
     totals = buckets.summarise_accepted(inputs.completions, catalog, windows)
-    return RunInputs(inputs=dataclasses.replace(inputs, completions=inputs.completions.iloc[0:0]), completions=totals)
+    return _without_movement_rows(dataclasses.replace(inputs, completions=inputs.completions.iloc[0:0]), totals)
 
 
 def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:
@@ -206,6 +220,47 @@ def _scope(plants: list[str], requested: list[dt.date], late: pd.DataFrame) -> p
     return both.drop_duplicates().sort_values(["plant_id", "business_date"]).reset_index(drop=True)
 
 
+def _daily_frames(shared: Mapping[str, Any], batch: tuple[str, list[pd.Timestamp]]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(consumption, adjustments, postings) of one plant's batch of dates."""
+    plant, dates = batch
+    demand, scope, items = shared["demand"], shared["scope"], shared["items"]
+    part_scope = scope[(scope["plant_id"] == plant) & scope["business_date"].isin(dates)]
+    part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
+    flows = consumption.component_flows(part_demand, shared["requirements"])
+    consumed = consumption.theoretical_consumption(flows, items, sort=False)
+    adjustments = ledger.adjustments(part_demand, flows, items)
+    del flows
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    days = pa.array([d.date() for d in dates], pa.date32())
+    posted = Warehouse(shared["warehouse"]).read(
+        "postings", filters=(ds.field("plant_id") == plant) & ds.field("business_date").isin(days))
+    postings = ledger.postings_delta(adjustments, posted, part_scope, items, run_id=shared["run_id"],
+                                     posted_at=shared["started"])
+    return consumed, adjustments, postings
+
+
+DEMAND_ROWS_PER_BATCH = 250_000  # demand rows whose flows, consumption and adjustments are in memory at once
+
+
+def _date_batches(scope: pd.DataFrame, demand: pd.DataFrame) -> list[list[pd.Timestamp]]:
+    """A plant's dates in scope, in runs of consecutive dates holding about DEMAND_ROWS_PER_BATCH
+    demand rows (a date with more is a batch of its own)."""
+    per_date = demand.groupby("business_date").size()
+    batches: list[list[pd.Timestamp]] = [[]]
+    rows = 0
+    for date in sorted(scope["business_date"]):
+        n = int(per_date.get(date, 0))
+        if batches[-1] and rows + n > DEMAND_ROWS_PER_BATCH:
+            batches.append([])
+            rows = 0
+        batches[-1].append(date)
+        rows += n
+    return [b for b in batches if b]
+
+
 def _in_scope(frame: pd.DataFrame, scope: pd.DataFrame, date_column: str = "business_date") -> pd.DataFrame:
     keys = scope.rename(columns={"business_date": date_column})
     return frame.merge(keys, on=["plant_id", date_column], how="inner")
@@ -240,27 +295,30 @@ def _process(
     progress.stage("write", partitions=len(scope))
     progress.start_steps(len(scope), "partition")
     adjustment_totals: dict[str, list[float]] = {}
-    for plant in plants:
-        plant_scope = scope[scope["plant_id"] == plant]
-        plant_demand = demand[demand["plant_id"] == plant]
-        flows = consumption.component_flows(plant_demand, totals.requirements)
-        consumed = consumption.theoretical_consumption(flows, inputs.items)
-        adjustments = ledger.adjustments(plant_demand, flows, inputs.items)
-        del flows
-        posted = warehouse.read("postings", filters=_plant_filter([plant]))
-        postings = ledger.postings_delta(adjustments, posted, plant_scope, inputs.items, run_id=run_id,
-                                         posted_at=started)
-        del posted
-        _stage_daily_outputs(txn, progress, plant_scope, consumed, adjustments, postings, quarantine, plant_demand)
-        if not postings.empty:
-            txn.put("postings", {"plant_id": plant}, postings.drop(columns="plant_id"),
-                    file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
+    batches = [(plant, dates) for plant in plants
+               for dates in _date_batches(scope[scope["plant_id"] == plant], demand[demand["plant_id"] == plant])]
+    # in this process: forked workers would have to send the frames back, which costs more than it saves
+    shared = {"demand": demand, "requirements": totals.requirements, "items": inputs.items, "scope": scope,
+              "warehouse": config.warehouse, "run_id": run_id, "started": started}
+    plant_postings: dict[str, list[pd.DataFrame]] = {}
+    for plant, dates in batches:
+        consumed, adjustments, postings = _daily_frames(shared, (plant, dates))
+        part_scope = scope[(scope["plant_id"] == plant) & scope["business_date"].isin(dates)]
+        part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
+        _stage_daily_outputs(txn, progress, part_scope, consumed, adjustments, postings, quarantine, part_demand)
+        plant_postings.setdefault(plant, []).append(postings)
         for kind, g in adjustments.groupby("kind", sort=True):
             sums = adjustment_totals.setdefault(str(kind), [0, 0.0, 0.0])
             sums[0] += len(g)
             sums[1] += float(g["qty"].sum())
             sums[2] += float(g["value"].sum())
         del consumed, adjustments, postings
+    for plant, parts in plant_postings.items():
+        plant_rows = pd.concat(parts, ignore_index=True)
+        if not plant_rows.empty:
+            txn.put("postings", {"plant_id": plant}, plant_rows.drop(columns="plant_id"),
+                    file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
+    del plant_postings
     adjustments_by_kind = {kind: {"rows": int(rows), "qty": qty, "value": value}
                            for kind, (rows, qty, value) in sorted(adjustment_totals.items())}
     top_components = _top_components(demand, totals.requirements, inputs.items)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import re
 import zoneinfo
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -119,6 +120,39 @@ def read_file(path: Path) -> pd.DataFrame:
                 encoding_errors="surrogateescape",
             )
         return pq.read_table(path).to_pandas()
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (pa.ArrowException, pd.errors.ParserError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"file {path} cannot be read: {reason}") from exc
+
+
+def read_file_chunks(path: Path, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """The raw rows of one landing file in chunks of about `rows` rows, each with the line of its
+    first row (header = line 1), read as `read_file` reads the whole file; SourceError if unreadable."""
+    try:
+        if path.suffix.lower() == ".csv":
+            if path.stat().st_size == 0:
+                yield 2, pd.DataFrame()
+                return
+            line = 2
+            options: dict[str, Any] = dict(dtype=object, keep_default_na=False, na_values=[""], encoding="utf-8",
+                                           encoding_errors="surrogateescape")
+            chunks = 0
+            for chunk in pd.read_csv(path, chunksize=rows, **options):
+                yield line, chunk.reset_index(drop=True)
+                line, chunks = line + len(chunk), chunks + 1
+            if not chunks:  # a header without rows still says which columns the file has
+                yield line, pd.read_csv(path, nrows=0, **options)
+            return
+        parquet = pq.ParquetFile(path)
+        line, any_rows = 2, False
+        for batch in parquet.iter_batches(batch_size=rows):
+            any_rows = True
+            yield line, pa.Table.from_batches([batch]).to_pandas()
+            line += batch.num_rows
+        if not any_rows:
+            yield line, parquet.schema_arrow.empty_table().to_pandas()
     except UnicodeDecodeError as exc:
         raise SourceError(f"file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except (pa.ArrowException, pd.errors.ParserError, OSError, ValueError) as exc:

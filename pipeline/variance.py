@@ -217,13 +217,13 @@ def variance_scope(inputs: Inputs, scope: pd.DataFrame, config: Config) -> Count
 def count_variance(inputs: Inputs, scope: CountScope, config: Config, windows: CountWindows) -> pd.DataFrame:
     """One `variance` row per count in scope (plus plant_id and count_date for partitioning).
 
-    windows: the count windows of every accepted count, with every accepted completion added
-    (`CountWindows.add_completions`); movements are added here.
+    windows: the count windows of every accepted count, with every accepted completion and
+    movement added (`CountWindows.add_completions`, `add_movements`).
     """
     counts = scope.counts.reset_index(drop=True)
     if counts.empty:
         return _empty_variance()
-    sums = windows.sums(inputs.movements).set_index("count_id").reindex(counts["count_id"])
+    sums = windows.sums().set_index("count_id").reindex(counts["count_id"])
     master = inputs.items.set_index("item_id")
     out = counts.copy()
     for column in ("movements_qty", "receipts_qty", "usage_qty"):
@@ -257,6 +257,7 @@ class CountWindows:
         n = len(counts)
         self.receipts = np.zeros(n)
         self.usage = np.zeros(n)
+        self.moved = np.zeros(n)
         has_window = counts["previous_counted_at"].notna().to_numpy()
         self.finder = _WindowFinder(counts, has_window, items) if has_window.any() else None
 
@@ -266,6 +267,7 @@ class CountWindows:
         copy = object.__new__(cls)
         copy.count_ids, copy.finder = other.count_ids, other.finder
         copy.receipts, copy.usage = np.zeros(len(other.receipts)), np.zeros(len(other.usage))
+        copy.moved = np.zeros(len(other.moved))
         return copy
 
     def add_completions(self, completions: pd.DataFrame, requirements: pd.DataFrame) -> None:
@@ -307,14 +309,16 @@ class CountWindows:
         self.receipts += receipts
         self.usage += usage
 
-    def sums(self, movements: pd.DataFrame) -> pd.DataFrame:
-        """count_id, movements_qty, receipts_qty, usage_qty (0 where a count has no window)."""
-        moved = np.zeros(len(self.receipts))
+    def add_movements(self, movements: pd.DataFrame) -> None:
+        """movements: plant_id, location_id, item_id, moved_at, qty (accepted, in base units)."""
         if self.finder is not None and not movements.empty:
             window = self.finder.locate(movements["plant_id"], movements["location_id"], movements["item_id"],
                                         movements["moved_at"])
-            moved = self.finder.sums(window, movements["qty"].to_numpy(dtype="float64"))
-        return pd.DataFrame({"count_id": self.count_ids, "movements_qty": moved, "receipts_qty": self.receipts,
+            self.moved += self.finder.sums(window, movements["qty"].to_numpy(dtype="float64"))
+
+    def sums(self) -> pd.DataFrame:
+        """count_id, movements_qty, receipts_qty, usage_qty (0 where a count has no window)."""
+        return pd.DataFrame({"count_id": self.count_ids, "movements_qty": self.moved, "receipts_qty": self.receipts,
                              "usage_qty": self.usage})
 
 
@@ -326,7 +330,8 @@ def window_flows(
     `CountWindows`; completions whose BOM exploded, with their key)."""
     windows = CountWindows(counts.reset_index(drop=True).drop(columns="count_id", errors="ignore"), items)
     windows.add_completions(completions, requirements)
-    return windows.sums(movements).drop(columns="count_id")
+    windows.add_movements(movements)
+    return windows.sums().drop(columns="count_id")
 
 
 def count_windows(stock_counts: pd.DataFrame, items: pd.DataFrame) -> CountWindows:

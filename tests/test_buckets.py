@@ -63,9 +63,11 @@ def whole(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict
 @pytest.mark.parametrize("bucket_rows, workers", [(250, 1), (900, 2)])
 def test_a_run_in_buckets_writes_what_one_bucket_writes(
     landing: Path, tmp_path: Path, whole: tuple[dict[str, pd.DataFrame], job.RunResult], bucket_rows: int,
-    workers: int,
+    workers: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """...and staged in batches of a few dates rather than a plant at a time."""
     reference, reference_run = whole
+    monkeypatch.setattr(job, "DEMAND_ROWS_PER_BATCH", 40)
     results = _backfill(landing, tmp_path / "wh", bucket_rows=bucket_rows, workers=workers)
     outputs = _outputs(tmp_path / "wh")
     assert reference["quarantine"]["error_code"].nunique() >= 6  # the bad rows are there to be found
@@ -90,9 +92,9 @@ def test_spill_puts_every_version_of_an_id_in_one_bucket_and_keeps_lines(tmp_pat
     first = pd.DataFrame({"completion_id": [" C1 ", "C2", "C3", "7", None], "qty_good": ["1", "2", "3", "4", "5"]})
     second = pd.DataFrame({"completion_id": pd.Series([7, 8], dtype="int64"), "qty_good": [1.0, 2.0]})
     third = pd.DataFrame({"completion_id": ["C1", "C2"], "qty_good": ["9", "9"]})
-    readers = [("completions/a.csv", lambda: first), ("completions/b.parquet", lambda: second),
-               ("completions/c.csv", lambda: third)]
-    spilled = buckets.spill(readers, 5, tmp_path)
+    files = buckets.raw_files([("completions/a.csv", first), ("completions/b.parquet", second),
+                               ("completions/c.csv", third)])
+    spilled = buckets.spill(files, 5, tmp_path)
     seen: dict[str, set[int]] = {}
     rows = []
     for number, files in enumerate(spilled):
@@ -174,6 +176,22 @@ def test_count_windows_add_up_over_any_split(landing: Path) -> None:
         piece = variance.CountWindows.like(split)
         piece.add_completions(good.iloc[part], exploded.requirements)
         split.add(piece.receipts, piece.usage)
-    a, b = once.sums(inputs.movements), split.sums(inputs.movements)
+    once.add_movements(inputs.movements)
+    split.add_movements(inputs.movements)
+    a, b = once.sums(), split.sums()
     assert (a["usage_qty"] != 0).sum() > 10 and (a["receipts_qty"] != 0).sum() > 3
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.parquet"])
+def test_a_file_read_in_chunks_is_the_file_read_whole(tmp_path: Path, name: str) -> None:
+    rows = [{"completion_id": f"C{i}", "qty_good": "" if i == 3 else str(i), "note": "a, \"quoted\" one"}
+            for i in range(11)]
+    path = write_table(tmp_path, "completions", rows, name=name)
+    whole = sources.read_file(path)
+    chunks = list(sources.read_file_chunks(path, 4))
+    assert [line for line, _ in chunks] == [2, 6, 10]
+    pd.testing.assert_frame_equal(pd.concat([c for _, c in chunks], ignore_index=True), whole)
+    header_only = write_table(tmp_path, "completions", [], name="empty-" + name, columns=["completion_id", "qty"])
+    (line, empty), = sources.read_file_chunks(header_only, 4)
+    assert line == 2 and list(empty.columns) == ["completion_id", "qty"] and empty.empty
