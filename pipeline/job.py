@@ -300,25 +300,26 @@ def _process(
     # in this process: forked workers would have to send the frames back, which costs more than it saves
     shared = {"demand": demand, "requirements": totals.requirements, "items": inputs.items, "scope": scope,
               "warehouse": config.warehouse, "run_id": run_id, "started": started}
-    plant_postings: dict[str, list[pd.DataFrame]] = {}
-    for plant, dates in batches:
+    plant_postings: list[pd.DataFrame] = []
+    for number, (plant, dates) in enumerate(batches):
         consumed, adjustments, postings = _daily_frames(shared, (plant, dates))
         part_scope = scope[(scope["plant_id"] == plant) & scope["business_date"].isin(dates)]
         part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
         _stage_daily_outputs(txn, progress, part_scope, consumed, adjustments, postings, quarantine, part_demand)
-        plant_postings.setdefault(plant, []).append(postings)
+        plant_postings.append(postings)
         for kind, g in adjustments.groupby("kind", sort=True):
             sums = adjustment_totals.setdefault(str(kind), [0, 0.0, 0.0])
             sums[0] += len(g)
             sums[1] += float(g["qty"].sum())
             sums[2] += float(g["value"].sum())
         del consumed, adjustments, postings
-    for plant, parts in plant_postings.items():
-        plant_rows = pd.concat(parts, ignore_index=True)
-        if not plant_rows.empty:
-            txn.put("postings", {"plant_id": plant}, plant_rows.drop(columns="plant_id"),
-                    file_name=f"part-{run_id}.parquet", sort_by=["business_date", "location_id", "item_id", "kind"])
-    del plant_postings
+        if number + 1 == len(batches) or batches[number + 1][0] != plant:  # the plant's last batch
+            plant_rows = pd.concat(plant_postings, ignore_index=True)
+            if not plant_rows.empty:
+                txn.put("postings", {"plant_id": plant}, plant_rows.drop(columns="plant_id"),
+                        file_name=f"part-{run_id}.parquet",
+                        sort_by=["business_date", "location_id", "item_id", "kind"])
+            plant_postings = []
     adjustments_by_kind = {kind: {"rows": int(rows), "qty": qty, "value": value}
                            for kind, (rows, qty, value) in sorted(adjustment_totals.items())}
     top_components = _top_components(demand, totals.requirements, inputs.items)
