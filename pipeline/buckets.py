@@ -37,6 +37,9 @@ from pipeline.sources import (
 )
 
 _ID = "completion_id"
+# rows of a file split at a time: a chunk becomes one spill file per bucket, so chunks much smaller
+# than a bucket would make (rows / chunk) x buckets tiny files
+SPILL_CHUNK_ROWS = 1_000_000
 _CSV_BYTES_PER_ROW = 60  # a CSV's row count before reading it, for choosing the number of buckets
 
 
@@ -255,13 +258,13 @@ class Spiller:
         folder = Path(self._folder.name)
         if self.workers > 1 and len(self.files) > 1:
             self._pool = ProcessPoolExecutor(max_workers=min(self.workers, len(self.files)), mp_context=_context())
-            self._spilled = [self._pool.submit(_spill_file, f, number, self.buckets, self.bucket_rows, folder)
+            self._spilled = [self._pool.submit(_spill_file, f, number, self.buckets, SPILL_CHUNK_ROWS, folder)
                              for number, f in enumerate(self.files)]
         else:
             self._spilled = []
             for number, f in enumerate(self.files):
                 done: Future[list[tuple[int, int, int, str, Path]]] = Future()
-                done.set_result(_spill_file(f, number, self.buckets, self.bucket_rows, folder))
+                done.set_result(_spill_file(f, number, self.buckets, SPILL_CHUNK_ROWS, folder))
                 self._spilled.append(done)
 
     def close(self) -> None:

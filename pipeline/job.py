@@ -84,8 +84,9 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
         files = sources.landing_files(config.landing)
         # completions are split into buckets on worker processes while the master data is read here
         with _spiller(config, buckets.raw_files(files["completions"])) as spiller:
-            raw = sources.read_landing_files(config.landing, skip=["completions"])
-            return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller)
+            tables = sources.lazy_landing_files(config.landing, skip=["completions"])
+            return _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones),
+                               spiller)
     if not dates:
         raw = sources.read_sql_tables(config.sql)
         with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
@@ -116,18 +117,15 @@ def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Sp
     """Completions accepted and summed a bucket at a time, then the inputs finished with them."""
     catalog = consumption.ExplosionCatalog(loader.bom, loader.items, loader.uom_conversions, loader.broken_bom)
     windows = variance.count_windows(loader.stock_counts, loader.items)
+    # movements, like completions, are kept only as the sums a run needs: their flows into count
+    # windows and their fingerprints; their rows are let go of before completions are digested
+    movements = loader.let_go_of_movements()
+    windows.add_movements(movements)
+    movement_parts = variance.fingerprint_parts("movements", movements) if not movements.empty else pd.DataFrame()
+    del movements
     totals = spiller.summarise(loader.acceptor(), catalog, windows)
-    return _without_movement_rows(loader.finish(None, totals.summary), totals)
-
-
-def _without_movement_rows(inputs: Inputs, totals: buckets.CompletionTotals) -> RunInputs:
-    """Movements, like completions, are kept only as the sums a run needs: their flows into count
-    windows and their fingerprints (a year of movements need not stay in memory)."""
-    if not inputs.movements.empty:
-        totals.windows.add_movements(inputs.movements)
-        totals.fingerprints = pd.concat([totals.fingerprints, variance.fingerprint_parts("movements", inputs.movements)],
-                                        ignore_index=True)
-    return RunInputs(inputs=dataclasses.replace(inputs, movements=inputs.movements.iloc[0:0]), completions=totals)
+    totals.fingerprints = pd.concat([totals.fingerprints, movement_parts], ignore_index=True)
+    return RunInputs(inputs=loader.finish(None, totals.summary), completions=totals)
 
 
 def summarised(inputs: Inputs | RunInputs) -> RunInputs:
@@ -137,7 +135,12 @@ def summarised(inputs: Inputs | RunInputs) -> RunInputs:
     catalog = consumption.ExplosionCatalog(inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom)
     windows = variance.count_windows(inputs.stock_counts, inputs.items)
     totals = buckets.summarise_accepted(inputs.completions, catalog, windows)
-    return _without_movement_rows(dataclasses.replace(inputs, completions=inputs.completions.iloc[0:0]), totals)
+    windows.add_movements(inputs.movements)
+    if not inputs.movements.empty:
+        totals.fingerprints = pd.concat([totals.fingerprints, variance.fingerprint_parts("movements", inputs.movements)],
+                                        ignore_index=True)
+    return RunInputs(inputs=dataclasses.replace(inputs, completions=inputs.completions.iloc[0:0],
+                                                movements=inputs.movements.iloc[0:0]), completions=totals)
 
 
 def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:

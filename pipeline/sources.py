@@ -101,6 +101,18 @@ def read_landing_files(
             for table, files in landing_files(landing).items()}
 
 
+def lazy_landing_files(landing: str | Path, *, skip: Iterable[str] = ()
+                       ) -> dict[str, Iterable[tuple[str, pd.DataFrame]]]:
+    """As `read_landing_files`, but each file is read only when iterated (one raw file in memory)."""
+    skipped = set(skip)
+
+    def frames(files: list[tuple[str, Path]]) -> Iterator[tuple[str, pd.DataFrame]]:
+        for source, path in files:
+            yield source, read_file(path)
+
+    return {table: [] if table in skipped else frames(files) for table, files in landing_files(landing).items()}
+
+
 def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, pd.DataFrame]]]:
     """Raw frames per table from a SQL database (see pipeline.sql_source for bounds and naming)."""
     from pipeline import sql_source
@@ -875,7 +887,7 @@ class InputLoader:
         for table in schemas.INPUT_MODELS:
             if table == "completions":
                 continue
-            valid, bad_rows = coerce_table(table, list(raw.get(table, [])))
+            valid, bad_rows = coerce_table(table, raw.get(table, []))  # a lazy source reads a file at a time
             stat = TableStats(read=len(valid) + len(bad_rows))
             valid, dupes, stat.superseded = _dedupe_by_key(table, valid)
             accepted[table] = valid.reset_index(drop=True)
@@ -908,6 +920,7 @@ class InputLoader:
         self.accepted = accepted
         self.quarantined = quarantined
         self.stats = stats
+        self._movement_sites: pd.DataFrame | None = None
 
         for table in ("stock_counts", "movements"):
             frame, rejected = _dated(table, accepted[table], self.bad_plants, self.zones)
@@ -953,6 +966,20 @@ class InputLoader:
         rejects = [q for q in self.quarantined if not q.empty]
         return _broken_bom(pd.concat(rejects, ignore_index=True) if rejects else empty_quarantine())
 
+    def movement_sites(self) -> pd.DataFrame:
+        """The (plant_id, location_id) pairs of the accepted movements (kept when the rows are let go)."""
+        if self._movement_sites is None:
+            return self.accepted["movements"][["plant_id", "location_id"]].drop_duplicates()
+        return self._movement_sites
+
+    def let_go_of_movements(self) -> pd.DataFrame:
+        """The accepted movements, no longer held here: `finish` gives inputs without movement rows,
+        for a caller that keeps only what it needs of them."""
+        movements = self.accepted["movements"]
+        self._movement_sites = self.movement_sites()
+        self.accepted["movements"] = movements.iloc[0:0]
+        return movements
+
     def acceptor(self) -> CompletionAcceptor:
         """What accepts completions, given this master data (picklable, for worker processes)."""
         return CompletionAcceptor(bad_plants=self.bad_plants, zones=self.zones, items=self.accepted["items"],
@@ -971,8 +998,7 @@ class InputLoader:
         zones = plant_timezones(accepted["plants"], (self.seen | seen) - self.bad_plants, self.overrides)
 
         # a count at a location where nothing is ever produced or moved is a typo, not a stock point
-        flows_at = pd.concat([sites[["plant_id", "location_id"]],
-                              accepted["movements"][["plant_id", "location_id"]]]).drop_duplicates()
+        flows_at = pd.concat([sites[["plant_id", "location_id"]], self.movement_sites()]).drop_duplicates()
         counts = accepted["stock_counts"]
         known_location = counts.merge(flows_at, on=["plant_id", "location_id"], how="left", indicator=True)[
             "_merge"].eq("both").to_numpy()

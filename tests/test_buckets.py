@@ -111,7 +111,8 @@ def test_spill_puts_every_version_of_an_id_in_one_bucket_and_keeps_lines(tmp_pat
                                   + [("completions/c.csv", i) for i in (2, 3)])
 
 
-def test_a_rejected_row_of_a_bucket_names_its_file_and_line(tmp_path: Path) -> None:
+def test_a_rejected_row_of_a_bucket_names_its_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(buckets, "SPILL_CHUNK_ROWS", 7)  # the file is split a few rows at a time
     items = [{"item_id": i, "uom": "EA", "standard_cost": 1.0, "phantom": False, "backflush": True,
               "uom_decimals": 3} for i in ("F", "R")]
     completions = [{"completion_id": f"C{i}", "plant_id": "P1", "location_id": "L1", "item_id": "F",
