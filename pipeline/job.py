@@ -6,6 +6,7 @@ business rule of its own, only the order of the stages and what each run writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from pipeline import __version__, buckets, consumption, ledger, sources, variance
+from pipeline import workers as workers_
 from pipeline.config import Config
 from pipeline.progress import SILENT, Progress
 from pipeline.sources import Inputs
@@ -123,6 +126,7 @@ def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Sp
     windows.add_movements(movements)
     movement_parts = variance.fingerprint_parts("movements", movements) if not movements.empty else pd.DataFrame()
     del movements
+    pa.default_memory_pool().release_unused()  # what reading the tables took, back to the system
     totals = spiller.summarise(loader.acceptor(), catalog, windows)
     totals.fingerprints = pd.concat([totals.fingerprints, movement_parts], ignore_index=True)
     return RunInputs(inputs=loader.finish(None, totals.summary), completions=totals)
@@ -139,8 +143,8 @@ def summarised(inputs: Inputs | RunInputs) -> RunInputs:
     if not inputs.movements.empty:
         totals.fingerprints = pd.concat([totals.fingerprints, variance.fingerprint_parts("movements", inputs.movements)],
                                         ignore_index=True)
-    return RunInputs(inputs=dataclasses.replace(inputs, completions=inputs.completions.iloc[0:0],
-                                                movements=inputs.movements.iloc[0:0]), completions=totals)
+    return RunInputs(inputs=dataclasses.replace(inputs, completions=sources.empty_like(inputs.completions),
+                                                movements=sources.empty_like(inputs.movements)), completions=totals)
 
 
 def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:
@@ -234,7 +238,6 @@ def _daily_frames(shared: Mapping[str, Any], batch: tuple[str, list[pd.Timestamp
     consumed = consumption.theoretical_consumption(flows, items, sort=False)
     adjustments = ledger.adjustments(part_demand, flows, items)
     del flows
-    import pyarrow as pa
     import pyarrow.dataset as ds
 
     days = pa.array([d.date() for d in dates], pa.date32())
@@ -300,29 +303,44 @@ def _process(
     adjustment_totals: dict[str, list[float]] = {}
     batches = [(plant, dates) for plant in plants
                for dates in _date_batches(scope[scope["plant_id"] == plant], demand[demand["plant_id"] == plant])]
-    # in this process: forked workers would have to send the frames back, which costs more than it saves
-    shared = {"demand": demand, "requirements": totals.requirements, "items": inputs.items, "scope": scope,
-              "warehouse": config.warehouse, "run_id": run_id, "started": started}
+    day = ["plant_id", "business_date"]
+    shared: dict[str, Any] = {
+        "demand": demand, "requirements": totals.requirements, "items": inputs.items, "scope": scope,
+        "warehouse": config.warehouse, "run_id": run_id, "started": started,
+        "rejected": quarantine[quarantine["table"] == "completions"].groupby(day).size().to_dict(),
+    }
+    # a big run on a local warehouse stages its daily files on worker processes, which write them
+    # themselves (sending the frames back would cost more than it saves); otherwise in this process
+    workers = config.workers if len(demand) > 2 * DEMAND_ROWS_PER_BATCH and warehouse.is_local else 1
+    if workers > 1 and workers_.can_fork():
+        shared["slot"] = txn.staging_for(f"daily-{run_id}")
+    tasks = [(number, plant, dates) for number, (plant, dates) in enumerate(batches)]
     plant_postings: list[pd.DataFrame] = []
-    for number, (plant, dates) in enumerate(batches):
-        consumed, adjustments, postings = _daily_frames(shared, (plant, dates))
-        part_scope = scope[(scope["plant_id"] == plant) & scope["business_date"].isin(dates)]
-        part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
-        _stage_daily_outputs(txn, progress, part_scope, consumed, adjustments, postings, quarantine, part_demand)
-        plant_postings.append(postings)
-        for kind, g in adjustments.groupby("kind", sort=True):
-            sums = adjustment_totals.setdefault(str(kind), [0, 0.0, 0.0])
-            sums[0] += len(g)
-            sums[1] += float(g["qty"].sum())
-            sums[2] += float(g["value"].sum())
-        del consumed, adjustments, postings
-        if number + 1 == len(batches) or batches[number + 1][0] != plant:  # the plant's last batch
-            plant_rows = pd.concat(plant_postings, ignore_index=True)
-            if not plant_rows.empty:
-                txn.put("postings", {"plant_id": plant}, plant_rows.drop(columns="plant_id"),
-                        file_name=f"part-{run_id}.parquet",
-                        sort_by=["business_date", "location_id", "item_id", "kind"])
-            plant_postings = []
+    with contextlib.closing(workers_.forked_map(_batch_outputs, tasks, workers=workers, shared=shared)) as outputs:
+        for (number, plant, _), out in zip(tasks, outputs, strict=True):
+            for name, partition, staged, rows, frame in out.files:
+                if staged is not None:
+                    txn.put_staged(name, partition, staged, rows)
+                elif frame is not None:
+                    txn.put(name, partition, frame, sort_by=DAILY_SORT[name])
+                else:
+                    txn.delete(name, partition)
+            for step in out.steps:
+                progress.step(**step)
+            for kind, (rows, qty, value) in out.kinds.items():
+                sums = adjustment_totals.setdefault(kind, [0, 0.0, 0.0])
+                sums[0] += rows
+                sums[1] += qty
+                sums[2] += value
+            plant_postings.append(out.postings)
+            del out
+            if number + 1 == len(tasks) or tasks[number + 1][1] != plant:  # the plant's last batch
+                plant_rows = pd.concat(plant_postings, ignore_index=True)
+                if not plant_rows.empty:
+                    txn.put("postings", {"plant_id": plant}, plant_rows.drop(columns="plant_id"),
+                            file_name=f"part-{run_id}.parquet",
+                            sort_by=["business_date", "location_id", "item_id", "kind"])
+                plant_postings = []
     adjustments_by_kind = {kind: {"rows": int(rows), "qty": qty, "value": value}
                            for kind, (rows, qty, value) in sorted(adjustment_totals.items())}
     top_components = _top_components(demand, totals.requirements, inputs.items)
@@ -447,33 +465,58 @@ def _write_quarantine(
                                file_name=name)
 
 
-def _stage_daily_outputs(
-    txn: Transaction, progress: Progress, scope: pd.DataFrame, consumed: pd.DataFrame,
-    adjustments: pd.DataFrame, postings: pd.DataFrame, quarantine: pd.DataFrame, demand: pd.DataFrame,
-) -> None:
-    """Stage consumption and adjustments per (plant, business date), one progress step each."""
+DAILY_SORT = {"consumption": ["location_id", "item_id", "component_item_id"],
+              "adjustments": ["location_id", "item_id", "kind"]}
+
+
+@dataclass
+class _BatchOutput:
+    """One batch of a plant's dates, ready to stage: per partition and daily dataset either a file
+    staged by a worker, or the frame to stage, or neither (the partition is empty: delete it)."""
+
+    files: list[tuple[str, dict[str, object], str | None, int, pd.DataFrame | None]]
+    postings: pd.DataFrame
+    steps: list[dict[str, object]]
+    kinds: dict[str, tuple[int, float, float]]
+
+
+def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Timestamp]]) -> _BatchOutput:
+    """Consumption, adjustments and postings of one plant's batch of dates, per partition; a worker
+    given a staging slot (`shared["slot"]`) writes the partition files itself."""
+    number, plant, dates = task
+    consumed, adjustments, postings = _daily_frames(shared, (plant, dates))
     day = ["plant_id", "business_date"]
+    slot = shared.get("slot")
+    scope, demand = shared["scope"], shared["demand"]
+    part_scope = scope[(scope["plant_id"] == plant) & scope["business_date"].isin(dates)]
     by_day = {name: dict(iter(frame.groupby(day, sort=False))) for name, frame in
               (("consumption", consumed), ("adjustments", adjustments))}
-    sort_by = {"consumption": ["location_id", "item_id", "component_item_id"],
-               "adjustments": ["location_id", "item_id", "kind"]}
-    completions = demand.groupby(day)["completions"].sum().to_dict()
+    part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
+    completions = part_demand.groupby(day)["completions"].sum().to_dict()
     posted = postings.groupby(day).size().to_dict()
-    rejected = quarantine[quarantine["table"] == "completions"].groupby(day).size().to_dict()
-    for plant, date in zip(scope["plant_id"], scope["business_date"], strict=True):
-        partition = {"plant_id": plant, "business_date": date}
+    files: list[tuple[str, dict[str, object], str | None, int, pd.DataFrame | None]] = []
+    steps: list[dict[str, object]] = []
+    for date in part_scope["business_date"]:
+        partition: dict[str, object] = {"plant_id": plant, "business_date": date}
         for name in ("consumption", "adjustments"):
             rows = by_day[name].get((plant, date))
             if rows is None or rows.empty:
-                txn.delete(name, partition)
+                files.append((name, partition, None, 0, None))
+            elif slot is not None:
+                staged, count = slot.stage_frame(name, rows.drop(columns=day), f"{number:05d}-{len(files):05d}",
+                                                 sort_by=DAILY_SORT[name])
+                files.append((name, partition, staged, count, None))
             else:
-                txn.put(name, partition, rows.drop(columns=day), sort_by=sort_by[name])
+                files.append((name, partition, None, len(rows), rows.drop(columns=day)))
         adjustment_rows = by_day["adjustments"].get((plant, date))
-        progress.step(plant=plant, business_date=f"{date:%Y-%m-%d}",
-                      completions=int(completions.get((plant, date), 0)),
-                      adjustments=0 if adjustment_rows is None else len(adjustment_rows),
-                      postings=int(posted.get((plant, date), 0)),
-                      quarantined=int(rejected.get((plant, date), 0)))
+        steps.append({"plant": plant, "business_date": f"{date:%Y-%m-%d}",
+                      "completions": int(completions.get((plant, date), 0)),
+                      "adjustments": 0 if adjustment_rows is None else len(adjustment_rows),
+                      "postings": int(posted.get((plant, date), 0)),
+                      "quarantined": int(shared["rejected"].get((plant, date), 0))})
+    kinds = {str(kind): (len(g), float(g["qty"].sum()), float(g["value"].sum()))
+             for kind, g in adjustments.groupby("kind", sort=True)}
+    return _BatchOutput(files=files, postings=postings, steps=steps, kinds=kinds)
 
 
 def _put_or_delete(txn: Transaction, table: str, date: object, rows: pd.DataFrame, name: str,

@@ -499,6 +499,12 @@ _EMPTY_QUARANTINE = pd.DataFrame(
 )
 
 
+def empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame with the columns and dtypes of `frame` and no rows, holding none of its memory (a
+    slice of Arrow-backed columns would keep every buffer alive)."""
+    return pd.DataFrame({c: pd.Series([], dtype=frame[c].dtype) for c in frame.columns})
+
+
 def empty_quarantine() -> pd.DataFrame:
     """A quarantine frame with no rows and the right columns."""
     return _EMPTY_QUARANTINE.copy()  # building one from scratch costs milliseconds, and it is asked for often
@@ -977,7 +983,7 @@ class InputLoader:
         for a caller that keeps only what it needs of them."""
         movements = self.accepted["movements"]
         self._movement_sites = self.movement_sites()
-        self.accepted["movements"] = movements.iloc[0:0]
+        self.accepted["movements"] = empty_like(movements)
         return movements
 
     def acceptor(self) -> CompletionAcceptor:

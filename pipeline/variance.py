@@ -336,7 +336,8 @@ def window_flows(
 
 def count_windows(stock_counts: pd.DataFrame, items: pd.DataFrame) -> CountWindows:
     """Empty windows of every count of `stock_counts` (accepted counts, in any order)."""
-    return CountWindows(with_previous_count(stock_counts), items)
+    needed = ["count_id", *STOCK_KEY, "counted_at", "counted_qty", "business_date"]
+    return CountWindows(with_previous_count(stock_counts[needed]), items)
 
 
 _DENSE_MAX = 20_000_000  # (place x item) grid cells for a direct stock-key lookup table (160 MB)

@@ -446,6 +446,26 @@ class Transaction:
         self.partitions.setdefault(dataset, []).append({**{k: _jsonable(v) for k, v in partition.items()},
                                                         "rows": table.num_rows})
 
+    def staging_for(self, label: str) -> StagingSlot:
+        """Where another process may stage files of this run (see `stage_frame`, `put_staged`).
+
+        Only on a local warehouse: a forked process must not share an object store's client.
+        """
+        folder = self.warehouse.path("_staging", encode_segment(self.run_id))
+        if not self._staging_ready:
+            self.warehouse._make_parent(folder + "/x")
+            self._staging_ready = True
+        return StagingSlot(folder=folder, label=encode_segment(label), root=self.warehouse.root)
+
+    def put_staged(self, dataset: str, partition: Mapping[str, object], staged: str, rows: int,
+                   *, file_name: str = DATA_FILE) -> None:
+        """Publish at commit a file another process staged with `stage_frame` (as `put` would have)."""
+        final = self.warehouse.partition_path(dataset, partition) + "/" + file_name
+        self.moves.append((staged, final))
+        self.rows_written[dataset] = self.rows_written.get(dataset, 0) + rows
+        self.partitions.setdefault(dataset, []).append({**{k: _jsonable(v) for k, v in partition.items()},
+                                                        "rows": rows})
+
     def put_file(self, dataset: str, file_name: str, frame: pd.DataFrame) -> None:
         """Stage an unpartitioned file of a dataset (e.g. one `runs` row per run)."""
         schema, _ = schemas.OUTPUT_DATASETS[dataset]
@@ -509,6 +529,28 @@ class Transaction:
         """Forget everything staged; the warehouse stays as it was."""
         self._stop_writes()  # no write may recreate a staged file after the folder is gone
         self.warehouse._drop_staging(self.run_id)
+
+
+@dataclass(frozen=True)
+class StagingSlot:
+    """A run's staging folder as another process sees it: it names its files with its own label."""
+
+    folder: str
+    label: str
+    root: str
+
+    def stage_frame(self, dataset: str, frame: pd.DataFrame, name: str, *, sort_by: list[str] | None = None
+                    ) -> tuple[str, int]:
+        """Write `frame` as `Transaction.put` would (same schema, order and format), here and now;
+        return (the staged file, its rows) for `Transaction.put_staged`."""
+        schema, _ = schemas.OUTPUT_DATASETS[dataset]
+        keys = _sort_keys(frame, sort_by) if sort_by else None
+        if sort_by and keys is None:
+            frame = frame.sort_values(sort_by, kind="stable")
+        table = to_arrow(frame, schema)
+        staged = f"{self.folder}/{self.label}-{encode_segment(name)}.parquet"
+        _StagedWrite(table, keys, staged, Warehouse(self.root).filesystem).run()
+        return staged, table.num_rows
 
 
 class _StagedWrite:
