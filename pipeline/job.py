@@ -248,7 +248,7 @@ def _daily_frames(shared: Mapping[str, Any], batch: tuple[str, list[pd.Timestamp
     return consumed, adjustments, postings
 
 
-DEMAND_ROWS_PER_BATCH = 250_000  # demand rows whose flows, consumption and adjustments are in memory at once
+DEMAND_ROWS_PER_BATCH = 100_000  # demand rows whose flows, consumption and adjustments are in memory at once
 
 
 def _date_batches(scope: pd.DataFrame, demand: pd.DataFrame) -> list[list[pd.Timestamp]]:
@@ -516,6 +516,9 @@ def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Time
                       "quarantined": int(shared["rejected"].get((plant, date), 0))})
     kinds = {str(kind): (len(g), float(g["qty"].sum()), float(g["value"].sum()))
              for kind, g in adjustments.groupby("kind", sort=True)}
+    if slot is not None:  # a worker: what the batch took goes back to the system, not to the next batch
+        del consumed, adjustments, by_day
+        pa.default_memory_pool().release_unused()
     return _BatchOutput(files=files, postings=postings, steps=steps, kinds=kinds)
 
 
