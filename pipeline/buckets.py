@@ -37,6 +37,7 @@ from pipeline.sources import (
 )
 
 _ID = "completion_id"
+_DEMAND_SUMS = ["qty_good", "qty_scrap", "qty", "completions"]
 # rows of a file split at a time: a chunk becomes one spill file per bucket, so chunks much smaller
 # than a bucket would make (rows / chunk) x buckets tiny files
 SPILL_CHUNK_ROWS = 1_000_000
@@ -139,6 +140,7 @@ class _Totals:
     fingerprints: list[pd.DataFrame] = field(default_factory=list)
     watermark: pd.Timestamp | None = None
     renumber: dict[int, np.ndarray] = field(default_factory=dict)
+    locations: pd.Index = field(default_factory=lambda: pd.Index([], dtype="object"))
 
     def add(self, part: _Partial) -> None:
         mapping = self.catalog.adopt(part.new_keys, part.new_requirements, part.new_errors)
@@ -149,7 +151,7 @@ class _Totals:
         known[: len(mapping)][given] = mapping[given]
         self.renumber[part.pid] = known
         if not part.demand.empty:
-            self.demand.append(part.demand.assign(key=known[part.demand["key"].to_numpy(dtype="int64")]))
+            self.demand.append(self._coded(part.demand, known))
             self.demand_rows += len(part.demand)
             if self.demand_rows > 2 * max(self.compacted_rows, 1_000_000):
                 self._compact()
@@ -163,19 +165,48 @@ class _Totals:
         np.add.at(self.windows.receipts, part.touched, part.receipts)
         np.add.at(self.windows.usage, part.touched, part.usage)
 
+    def _coded(self, demand: pd.DataFrame, renumber: np.ndarray) -> pd.DataFrame:
+        """A bucket's demand with integer codes only: the key (which names plant and item), the
+        day, the location (a code into `self.locations`): a third of the memory of the strings."""
+        codes, values = pd.factorize(demand["location_id"])
+        known = self.locations.get_indexer(values)
+        if (known < 0).any():
+            self.locations = self.locations.append(pd.Index(values[known < 0]))
+            known = self.locations.get_indexer(values)
+        return pd.DataFrame({
+            "key": renumber[demand["key"].to_numpy(dtype="int64")],
+            "day": demand["business_date"].to_numpy(dtype="datetime64[ns]").view("int64"),
+            "location": known[codes].astype("int32"),
+            **{c: demand[c].to_numpy() for c in _DEMAND_SUMS},
+        })
+
     def _compact(self) -> None:
         """Sum the demand rows of one key across buckets (memory follows distinct keys)."""
         if len(self.demand) > 1:
             both = pd.concat(self.demand, ignore_index=True)
-            self.demand = [both.groupby(consumption.DEMAND_KEYS + ["key"], as_index=False, sort=True).agg(
-                qty_good=("qty_good", "sum"), qty_scrap=("qty_scrap", "sum"), qty=("qty", "sum"),
-                completions=("completions", "sum"))]
+            self.demand = [both.groupby(["key", "day", "location"], as_index=False, sort=False)[_DEMAND_SUMS].sum()]
         self.demand_rows = self.compacted_rows = sum(len(d) for d in self.demand)
+
+    def _decoded(self, coded: pd.DataFrame) -> pd.DataFrame:
+        """The demand frame (`consumption.completion_demand`) of coded rows, in its key order."""
+        keys = self.catalog.keys.set_index("key").reindex(coded["key"].to_numpy())
+        demand = pd.DataFrame({
+            "plant_id": keys["plant_id"].to_numpy(),
+            "business_date": coded["day"].to_numpy().view("datetime64[ns]"),
+            "location_id": self.locations.take(coded["location"].to_numpy()),
+            "item_id": keys["item_id"].to_numpy(),
+            "key": coded["key"].to_numpy(),
+            **{c: coded[c].to_numpy() for c in _DEMAND_SUMS},
+        })
+        empty = consumption.empty_demand()
+        demand = demand.astype({c: empty[c].dtype for c in ("plant_id", "location_id", "item_id")})
+        return demand.sort_values(consumption.DEMAND_KEYS + ["key"], kind="stable").reset_index(drop=True)
 
     def result(self, buckets: int) -> CompletionTotals:
         if self.demand:
             self._compact()
-            demand = self.demand[0]
+            demand = self._decoded(self.demand[0])
+            self.demand = []
         else:
             demand = consumption.empty_demand()
         fingerprints = pd.concat(self.fingerprints, ignore_index=True) if self.fingerprints else pd.DataFrame()
