@@ -40,7 +40,9 @@ def measure(landing: str, n: int, repeat: int) -> dict[str, Any]:
     completions = inputs.completions
     lines = bom.plant_lines(bom.line_requirements(inputs.bom, inputs.items, inputs.uom_conversions),
                             sorted(completions["plant_id"].unique()))
-    _, keys = consumption.with_explosion_keys(completions, lines)
+    catalog = consumption.ExplosionCatalog(inputs.bom, inputs.items, inputs.uom_conversions)
+    catalog.tag(consumption.produced(completions))
+    keys = catalog.keys
     times = []
     requirements = 0
     for _ in range(repeat):

@@ -27,9 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENGINE_MODULES = ("job", "sources", "schemas", "bom", "consumption", "ledger", "variance", "warehouse",
+ENGINE_MODULES = ("job", "sources", "buckets", "schemas", "bom", "consumption", "ledger", "variance", "warehouse",
                   "rounding", "progress")
-CLASSES = {"warehouse": ("Warehouse", "Transaction")}
+CLASSES = {"warehouse": ("Warehouse", "Transaction"), "sources": ("InputLoader", "CompletionAcceptor"),
+           "consumption": ("ExplosionCatalog",), "variance": ("CountWindows",), "buckets": ("_Totals",)}
 # tiny helpers called per partition or per value: timing them costs more than they do
 SKIP = {"encode_segment", "_date", "_normalise", "_jsonable", "_file_token", "path", "partition_path",
         "exists", "is_local", "new_run_id", "column_kinds", "required_columns", "column_defaults",
@@ -195,7 +196,8 @@ def _run_backfill(landing: str, warehouse: str, start: dt.date, end: dt.date) ->
     from pipeline import job
     from pipeline.config import load_config
 
-    config = load_config(None, landing=landing, warehouse=warehouse)
+    # in one process (workers = 1): every stage's time is then its own, not a wait for workers
+    config = load_config(None, landing=landing, warehouse=warehouse, workers=1)
     return job.backfill(config, start, end)
 
 
