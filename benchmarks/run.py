@@ -259,7 +259,9 @@ def stage_profile(bench: Bench, landing: Path, spec: LandingSpec, *, cprofile: b
 
 STAGE_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("read master data, counts, movements (sources.InputLoader)", ("sources.InputLoader.__init__",
-                                                                   "sources.lazy_landing_files")),
+                                                                   "sources.lazy_landing_files",
+                                                                   "sources.coerce_table", "sources.read_file",
+                                                                   "sources._dedupe_by_key")),
     ("split completions into buckets (buckets._spill_file)", ("buckets._spill_file",)),
     ("accept completions per bucket (coerce, validate, dedupe, date)", ("sources.CompletionAcceptor.accept",)),
     ("fingerprints per bucket and late-data check", ("variance.fingerprint_parts", "variance.input_fingerprints",
@@ -279,10 +281,9 @@ STAGE_GROUPS: list[tuple[str, tuple[str, ...]]] = [
                                                               "warehouse.Warehouse.read[postings]")),
     ("variance (variance_scope + count_variance)", ("variance.variance_scope", "variance.count_variance")),
     ("BOM accuracy", ("job._bom_accuracy",)),
-    ("quarantine rows in scope", ("job._quarantine_in_scope",)),
+    ("quarantine rows in scope", ("job._quarantine_in_scope", "job._write_quarantine")),
     ("stage output files (sort, to Arrow, write Parquet)", ("warehouse.Transaction.put",
                                                              "warehouse.Transaction.replace",
-                                                             "job._write_quarantine",
                                                              "warehouse.Transaction.put_file")),
     ("run summary (top components etc.)", ("job._top_components", "variance.summary", "job._runs_row")),
     ("commit (journal, renames)", ("warehouse.Transaction.commit",)),

@@ -373,3 +373,21 @@ def test_a_rejected_datetime_is_shown_as_its_column_writes_it() -> None:
                           "qty_good": 1.0, "completed_at": pd.to_datetime(["1500-01-01T00:00", "2026-03-02T10:00"]).as_unit("us")})
     _, bad = coerce_table("completions", [("completions/x.parquet", frame)])
     assert bad["message"].tolist() == ["completed_at = '1500-01-01 00:00:00' is not an ISO 8601 timestamp"]
+
+
+def test_completions_in_other_units_when_every_item_is_rejected_are_unknown_items(tmp_path: Path) -> None:
+    """No item survives validation, and a completion names a unit: it is quarantined as an unknown
+    item, not a crash of the unit conversion on an empty item master."""
+    landing = make_landing(
+        tmp_path,
+        items=[{"item_id": "F", "uom": "EA", "standard_cost": "cheap", "phantom": False, "backflush": True,
+                "uom_decimals": 3}],
+        bom=[{"parent_item_id": "F", "component_item_id": "R", "qty_per": 2}],
+        completions=[{"completion_id": "C1", "plant_id": "P1", "location_id": "L1", "item_id": "F", "qty_good": 1,
+                      "uom": "BOX", "completed_at": "2026-01-05T10:00:00Z"}],
+    )
+    result = run(tmp_path, landing, ["2026-01-05"])
+    assert result.quarantine_by_code == {"INVALID": 1, "UNKNOWN_ITEM": 1}
+    rejected = read(tmp_path, "quarantine").set_index("table")
+    assert rejected.loc["completions", "source_key"] == "C1"
+    assert rejected.loc["items", "error_code"] == "INVALID"
