@@ -196,3 +196,40 @@ def test_a_file_read_in_chunks_is_the_file_read_whole(tmp_path: Path, name: str)
     header_only = write_table(tmp_path, "completions", [], name="empty-" + name, columns=["completion_id", "qty"])
     (line, empty), = sources.read_file_chunks(header_only, 4)
     assert line == 2 and list(empty.columns) == ["completion_id", "qty"] and empty.empty
+
+
+def test_an_unreadable_file_fails_a_bucketed_run_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """A corrupt completion file, found by a spill worker: the run stops with the file's name, the
+    warehouse is as it was, and no spill folder is left behind."""
+    completions = [{"completion_id": f"C{i}", "plant_id": "P1", "location_id": "L1", "item_id": "F",
+                    "qty_good": 1.0, "completed_at": "2026-01-05T10:00:00Z"} for i in range(30)]
+    landing = make_landing(tmp_path, completions=completions)
+    write_table(landing, "completions", completions, name="more.csv")
+    (landing / "completions" / "zz-broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    config = load_config(None, landing=str(landing), warehouse=str(tmp_path / "wh"), bucket_rows=5, workers=2,
+                         spill_dir=str(spill))
+    with pytest.raises(sources.SourceError, match=r"zz-broken\.parquet cannot be read") as failure:
+        job.run_dates(config, [START])
+    assert "\n" not in str(failure.value)
+    assert list(spill.iterdir()) == []
+    assert not (tmp_path / "wh").exists() or not any((tmp_path / "wh").rglob("*.parquet"))
+
+
+def test_forked_map_returns_results_in_task_order_on_workers_and_in_process() -> None:
+    from pipeline import workers
+
+    tasks = list(range(7))
+    shared = {"offset": 100}
+    assert list(workers.forked_map(_slow_first, tasks, workers=2, shared=shared)) == [100 + t for t in tasks]
+    assert list(workers.forked_map(_slow_first, tasks, workers=1, shared=shared)) == [100 + t for t in tasks]
+
+
+def _slow_first(shared: dict[str, int], task: int) -> int:
+    """The first task finishes last: order must come from the tasks, not from the workers."""
+    import time
+
+    if task == 0:
+        time.sleep(0.3)
+    return shared["offset"] + task
