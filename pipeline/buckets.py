@@ -38,6 +38,9 @@ from pipeline.sources import (
 
 _ID = "completion_id"
 _DEMAND_SUMS = ["qty_good", "qty_scrap", "qty", "completions"]
+# above this many buckets, the split finishes before the master data is read: side by side, the
+# split's workers and a large master read would add their peaks
+OVERLAP_MAX_BUCKETS = 40
 # rows of a file split at a time: a chunk becomes one spill file per bucket, so chunks much smaller
 # than a bucket would make (rows / chunk) x buckets tiny files
 SPILL_CHUNK_ROWS = 1_000_000
@@ -274,6 +277,7 @@ class Spiller:
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._spilled: list[Future[list[tuple[int, int, int, str, Path]]]] = []
+        self._parts: list[tuple[int, int, int, str, Path]] | None = None
 
     def __enter__(self) -> Spiller:
         self.start()
@@ -314,17 +318,22 @@ class Spiller:
             digester = _Digester(acceptor, catalog, variance.CountWindows.like(windows))
             totals.add(digester.digest([(f.source, f.read()) for f in self.files]))
             return totals.result(1)
-        self.start()
-        parts = sorted(part for done in self._spilled for part in done.result())  # bucket, file, chunk
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-        spilled: list[list[tuple[str, Path]]] = [[] for _ in range(self.buckets)]
-        for bucket, _, _, source, path in parts:
-            spilled[bucket].append((source, path))
-        for part in _digest_all(spilled, acceptor, catalog, windows, self.workers):
+        for part in _digest_all(self.spilled(), acceptor, catalog, windows, self.workers):
             totals.add(part)
         return totals.result(self.buckets)
+
+    def spilled(self) -> list[list[tuple[str, Path]]]:
+        """Per bucket, its (source, spill file) pairs, once every file is split (waits for that)."""
+        if self._parts is None:
+            self.start()
+            self._parts = sorted(part for done in self._spilled for part in done.result())  # bucket, file, chunk
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+        spilled: list[list[tuple[str, Path]]] = [[] for _ in range(self.buckets)]
+        for bucket, _, _, source, path in self._parts:
+            spilled[bucket].append((source, path))
+        return spilled
 
 
 def summarise(
