@@ -318,6 +318,7 @@ def _process(
         shared["slot"] = txn.staging_for(f"daily-{run_id}")
     tasks = [(number, plant, dates) for number, (plant, dates) in enumerate(batches)]
     plant_postings: list[pd.DataFrame] = []
+    postings_parts: list[tuple[str, int]] = []
     with contextlib.closing(workers_.forked_map(_batch_outputs, tasks, workers=workers, shared=shared)) as outputs:
         for (number, plant, _), out in zip(tasks, outputs, strict=True):
             for name, partition, staged, rows, frame in out.files:
@@ -334,15 +335,21 @@ def _process(
                 sums[0] += rows
                 sums[1] += qty
                 sums[2] += value
+            if out.postings_part is not None:
+                postings_parts.append(out.postings_part)
             plant_postings.append(out.postings)
             del out
             if number + 1 == len(tasks) or tasks[number + 1][1] != plant:  # the plant's last batch
+                # the day batches come in date order, each sorted: their postings are one sorted file
+                file_name = f"part-{run_id}.parquet"
+                if postings_parts:
+                    txn.put_parts("postings", {"plant_id": plant}, [path for path, _ in postings_parts],
+                                  sum(rows for _, rows in postings_parts), file_name=file_name)
                 plant_rows = pd.concat(plant_postings, ignore_index=True)
                 if not plant_rows.empty:
                     txn.put("postings", {"plant_id": plant}, plant_rows.drop(columns="plant_id"),
-                            file_name=f"part-{run_id}.parquet",
-                            sort_by=["business_date", "location_id", "item_id", "kind"])
-                plant_postings = []
+                            file_name=file_name, sort_by=POSTINGS_SORT)
+                plant_postings, postings_parts = [], []
     adjustments_by_kind = {kind: {"rows": int(rows), "qty": qty, "value": value}
                            for kind, (rows, qty, value) in sorted(adjustment_totals.items())}
     top_components = _top_components(demand, totals.requirements, inputs.items)
@@ -467,6 +474,7 @@ def _write_quarantine(
                                file_name=name)
 
 
+POSTINGS_SORT = ["business_date", "location_id", "item_id", "kind"]
 DAILY_SORT = {"consumption": ["location_id", "item_id", "component_item_id"],
               "adjustments": ["location_id", "item_id", "kind"]}
 
@@ -477,9 +485,10 @@ class _BatchOutput:
     staged by a worker, or the frame to stage, or neither (the partition is empty: delete it)."""
 
     files: list[tuple[str, dict[str, object], str | None, int, pd.DataFrame | None]]
-    postings: pd.DataFrame
+    postings: pd.DataFrame  # the batch's postings, or none when a worker staged them (`postings_part`)
     steps: list[dict[str, object]]
     kinds: dict[str, tuple[int, float, float]]
+    postings_part: tuple[str, int] | None = None  # (staged file, rows) of the batch's postings
 
 
 def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Timestamp]]) -> _BatchOutput:
@@ -519,8 +528,13 @@ def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Time
     kinds = {str(kind): (len(g), float(g["qty"].sum()), float(g["value"].sum()))
              for kind, g in adjustments.groupby("kind", sort=True)}
     if slot is not None:  # a worker: what the batch took goes back to the system, not to the next batch
+        part = None
+        if not postings.empty:
+            part = slot.stage_frame("postings", postings.drop(columns="plant_id"), f"{number:05d}-postings",
+                                    sort_by=POSTINGS_SORT)
         del consumed, adjustments, by_day
         pa.default_memory_pool().release_unused()
+        return _BatchOutput(files=files, postings=postings.iloc[0:0], steps=steps, kinds=kinds, postings_part=part)
     return _BatchOutput(files=files, postings=postings, steps=steps, kinds=kinds)
 
 
