@@ -11,11 +11,13 @@ which worker finished first.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
+import os
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,18 +117,12 @@ class _Digester:
         new = keys["key"]
         requirements, errors = self.catalog.requirements, self.catalog.errors
         return _Partial(
-            pid=_pid(), summary=batch.summary(), fingerprints=fingerprints,
+            pid=os.getpid(), summary=batch.summary(), fingerprints=fingerprints,
             watermark=None if pd.isna(watermark) else watermark, demand=demand, explode_rejects=rejects,
             new_keys=keys.reset_index(drop=True), new_requirements=requirements[requirements["key"].isin(new)],
             new_errors=errors[errors["key"].isin(new)], touched=touched,
             receipts=self.windows.receipts[touched].copy(), usage=self.windows.usage[touched].copy(),
         )
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 @dataclass
@@ -318,8 +314,9 @@ class Spiller:
             digester = _Digester(acceptor, catalog, variance.CountWindows.like(windows))
             totals.add(digester.digest([(f.source, f.read()) for f in self.files]))
             return totals.result(1)
-        for part in _digest_all(self.spilled(), acceptor, catalog, windows, self.workers):
-            totals.add(part)
+        with contextlib.closing(_digest_all(self.spilled(), acceptor, catalog, windows, self.workers)) as parts:
+            for part in parts:
+                totals.add(part)
         return totals.result(self.buckets)
 
     def spilled(self) -> list[list[tuple[str, Path]]]:
@@ -426,7 +423,7 @@ def _digest_in_worker(spilled: list[tuple[str, Path]]) -> _Partial:
 def _digest_all(
     spilled: list[list[tuple[str, Path]]], acceptor: CompletionAcceptor, catalog: consumption.ExplosionCatalog,
     windows: variance.CountWindows, workers: int,
-) -> Iterator[_Partial]:
+) -> Generator[_Partial, None, None]:
     """Each bucket's partial, in bucket order."""
     work = [files for files in spilled if files]
     fresh_catalog = catalog.empty_copy()
