@@ -258,6 +258,8 @@ class CountWindows:
         self.receipts = np.zeros(n)
         self.usage = np.zeros(n)
         self.moved = np.zeros(n)
+        self._requirements_of: pd.DataFrame | None = None
+        self._requirements: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.zeros(0, dtype="int64"),) * 3
         has_window = counts["previous_counted_at"].notna().to_numpy()
         self.finder = _WindowFinder(counts, has_window, items) if has_window.any() else None
 
@@ -268,6 +270,7 @@ class CountWindows:
         copy.count_ids, copy.finder = other.count_ids, other.finder
         copy.receipts, copy.usage = np.zeros(len(other.receipts)), np.zeros(len(other.usage))
         copy.moved = np.zeros(len(other.moved))
+        copy._requirements_of, copy._requirements = None, other._requirements
         return copy
 
     def add_completions(self, completions: pd.DataFrame, requirements: pd.DataFrame) -> None:
@@ -284,12 +287,7 @@ class CountWindows:
         received = finder.locate_codes(at, finder.item_codes(completions["item_id"]), times, rank)
         self.receipts += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
 
-        # component flows: only requirements of components counted somewhere at the key's plant
-        req = requirements.assign(component=finder.item_codes(requirements["component_item_id"]))
-        req = req[req["component"] >= 0].sort_values("key", kind="stable")
-        req_keys = req["key"].to_numpy(dtype="int64")
-        req_component = req["component"].to_numpy(dtype="int64")
-        req_qpu = req["qty_per_unit"].to_numpy(dtype="float64")
+        req_keys, req_component, req_qpu = self._counted_requirements(requirements)
         keys = completions["key"].to_numpy(dtype="int64")
         qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
         for start in range(0, len(completions), _CHUNK_ROWS):
@@ -303,6 +301,20 @@ class CountWindows:
             used = req_qpu[line] > 0
             self.usage += finder.sums(window, np.where(used, flow, 0.0))
             self.receipts += finder.sums(window, np.where(used, 0.0, -flow))
+
+    def _counted_requirements(self, requirements: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(key, component code, qty_per_unit) of the requirements of counted components, by key;
+        kept while the same requirements frame comes again (bucket after bucket)."""
+        if self._requirements_of is not requirements:
+            finder = self.finder
+            assert finder is not None
+            # component flows: only requirements of components counted somewhere
+            req = requirements.assign(component=finder.item_codes(requirements["component_item_id"]))
+            req = req[req["component"] >= 0].sort_values("key", kind="stable")
+            self._requirements_of = requirements
+            self._requirements = (req["key"].to_numpy(dtype="int64"), req["component"].to_numpy(dtype="int64"),
+                                  req["qty_per_unit"].to_numpy(dtype="float64"))
+        return self._requirements
 
     def add(self, receipts: np.ndarray, usage: np.ndarray) -> None:
         """Add sums made by another `CountWindows` of the same counts (another process's)."""
