@@ -333,21 +333,6 @@ class Spiller:
         return spilled
 
 
-def summarise(
-    files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]],
-    acceptor: CompletionAcceptor,
-    catalog: consumption.ExplosionCatalog,
-    windows: variance.CountWindows,
-    *,
-    bucket_rows: int = 300_000,
-    workers: int = 1,
-    spill_dir: str | None = None,
-) -> CompletionTotals:
-    """Every completion of `files` accepted, exploded and summed, a bucket at a time (`Spiller`)."""
-    with Spiller(raw_files(files), bucket_rows=bucket_rows, workers=workers, spill_dir=spill_dir) as spiller:
-        return spiller.summarise(acceptor, catalog, windows)
-
-
 def summarise_accepted(
     completions: pd.DataFrame, catalog: consumption.ExplosionCatalog, windows: variance.CountWindows
 ) -> CompletionTotals:
@@ -444,4 +429,4 @@ def _digest_all(
             yield pending.popleft().result()
 
 
-__all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "spill", "summarise", "summarise_accepted"]
+__all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "spill", "summarise_accepted"]
