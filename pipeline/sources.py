@@ -875,10 +875,10 @@ def _converted(table: str, frame: pd.DataFrame, items: pd.DataFrame, conversions
 class InputLoader:
     """`load_inputs` in three steps, so that completions can be accepted a bucket at a time.
 
-    The constructor coerces and checks every table but completions; `completions` accepts the
-    completions of some files (any number of times, for disjoint sets of completion ids);
-    `finish` runs the checks that need every completion (stock points without flows) and
-    returns the inputs.
+    The constructor coerces and checks every table but completions; `acceptor()` accepts the
+    completions of some files (any number of times, for disjoint sets of completion ids, in this
+    process or another); `finish` runs the checks that need every completion (stock points
+    without flows) and returns the inputs.
     """
 
     def __init__(
@@ -941,6 +941,9 @@ class InputLoader:
             frame, rejected = _converted(table, accepted[table], accepted["items"], accepted["uom_conversions"])
             accepted[table] = frame
             quarantined.append(rejected)
+        # counted now: movements may be let go of before `finish` (which recounts the counts it rejects)
+        for table, stat in stats.items():
+            stat.accepted = len(accepted[table])
 
     @property
     def items(self) -> pd.DataFrame:
@@ -1026,10 +1029,8 @@ class InputLoader:
             rows = quarantine[undated]
             quarantine.loc[undated, "business_date"] = business_dates(rows["event_at"], rows["plant_id"], zones)
         stats = {table: self.stats[table] if table != "completions" else stat for table in schemas.INPUT_MODELS}
-        final = {**accepted, "stock_counts": counts, "completions": completions}
+        stats["stock_counts"].accepted = len(counts)
         for table, table_stat in stats.items():
-            if table != "completions":  # streamed completions are not in `final`: the batches counted them
-                table_stat.accepted = len(final[table])
             table_stat.quarantined = int((quarantine["table"] == table).sum())
         return Inputs(
             broken_bom=_broken_bom(quarantine),
