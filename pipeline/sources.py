@@ -7,6 +7,7 @@ column, an unreadable file) stops the run with a one-line `SourceError`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import zoneinfo
@@ -96,9 +97,7 @@ def read_landing_files(
 
     skip: tables whose files are not read (they are listed as empty).
     """
-    skipped = set(skip)
-    return {table: [] if table in skipped else [(source, read_file(path)) for source, path in files]
-            for table, files in landing_files(landing).items()}
+    return {table: list(frames) for table, frames in lazy_landing_files(landing, skip=skip).items()}
 
 
 def lazy_landing_files(landing: str | Path, *, skip: Iterable[str] = ()
@@ -120,18 +119,16 @@ def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, 
     return sql_source.read_sql_tables(sql, **bounds)  # type: ignore[arg-type]
 
 
-def read_file(path: Path) -> pd.DataFrame:
-    """The raw rows of one landing file (CSV as text, Parquet as typed); SourceError if unreadable."""
+# undecodable bytes survive as surrogates and make their rows INVALID, not the whole file
+_CSV_OPTIONS: dict[str, Any] = dict(dtype=object, keep_default_na=False, na_values=[""], encoding="utf-8",
+                                    encoding_errors="surrogateescape")
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A file that cannot be read stops the run with a one-line SourceError naming it."""
     try:
-        if path.suffix.lower() == ".csv":
-            if path.stat().st_size == 0:
-                return pd.DataFrame()
-            # undecodable bytes survive as surrogates and make their rows INVALID, not the whole file
-            return pd.read_csv(
-                path, dtype=object, keep_default_na=False, na_values=[""], encoding="utf-8",
-                encoding_errors="surrogateescape",
-            )
-        return pq.read_table(path).to_pandas()
+        yield
     except UnicodeDecodeError as exc:
         raise SourceError(f"file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except (pa.ArrowException, pd.errors.ParserError, OSError, ValueError) as exc:
@@ -139,23 +136,30 @@ def read_file(path: Path) -> pd.DataFrame:
         raise SourceError(f"file {path} cannot be read: {reason}") from exc
 
 
+def read_file(path: Path) -> pd.DataFrame:
+    """The raw rows of one landing file (CSV as text, Parquet as typed); SourceError if unreadable."""
+    with _reading(path):
+        if path.suffix.lower() == ".csv":
+            if path.stat().st_size == 0:
+                return pd.DataFrame()
+            return pd.read_csv(path, **_CSV_OPTIONS)
+        return pq.read_table(path).to_pandas()
+
+
 def read_file_chunks(path: Path, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
     """The raw rows of one landing file in chunks of about `rows` rows, each with the line of its
     first row (header = line 1), read as `read_file` reads the whole file; SourceError if unreadable."""
-    try:
+    with _reading(path):
         if path.suffix.lower() == ".csv":
             if path.stat().st_size == 0:
                 yield 2, pd.DataFrame()
                 return
-            line = 2
-            options: dict[str, Any] = dict(dtype=object, keep_default_na=False, na_values=[""], encoding="utf-8",
-                                           encoding_errors="surrogateescape")
-            chunks = 0
-            for chunk in pd.read_csv(path, chunksize=rows, **options):
+            line, chunks = 2, 0
+            for chunk in pd.read_csv(path, chunksize=rows, **_CSV_OPTIONS):
                 yield line, chunk.reset_index(drop=True)
                 line, chunks = line + len(chunk), chunks + 1
             if not chunks:  # a header without rows still says which columns the file has
-                yield line, pd.read_csv(path, nrows=0, **options)
+                yield line, pd.read_csv(path, nrows=0, **_CSV_OPTIONS)
             return
         parquet = pq.ParquetFile(path)
         line, any_rows = 2, False
@@ -165,11 +169,6 @@ def read_file_chunks(path: Path, rows: int) -> Iterator[tuple[int, pd.DataFrame]
             line += batch.num_rows
         if not any_rows:
             yield line, parquet.schema_arrow.empty_table().to_pandas()
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except (pa.ArrowException, pd.errors.ParserError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"file {path} cannot be read: {reason}") from exc
 
 
 # ------------------------------------------------------------------------------------ coercion
