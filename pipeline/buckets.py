@@ -16,17 +16,18 @@ import math
 import multiprocessing
 import os
 import tempfile
-from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline import consumption, variance
+from pipeline import workers as workers_
 from pipeline.sources import (
     LINE_COLUMN,
     CompletionAcceptor,
@@ -391,42 +392,24 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
-_WORKER: _Digester | None = None
-
-
-def _start_worker(acceptor: CompletionAcceptor, catalog: consumption.ExplosionCatalog,
-                  windows: variance.CountWindows) -> None:
-    global _WORKER
-    _WORKER = _Digester(acceptor, catalog, windows)
-
-
-def _digest_in_worker(spilled: list[tuple[str, Path]]) -> _Partial:
-    assert _WORKER is not None
-    return _WORKER.digest(_bucket_files(spilled))
-
-
 def _digest_all(
     spilled: list[list[tuple[str, Path]]], acceptor: CompletionAcceptor, catalog: consumption.ExplosionCatalog,
     windows: variance.CountWindows, workers: int,
 ) -> Generator[_Partial, None, None]:
-    """Each bucket's partial, in bucket order."""
+    """Each bucket's partial, in bucket order (on forked workers when there are several)."""
     work = [files for files in spilled if files]
-    fresh_catalog = catalog.empty_copy()
-    if workers <= 1 or len(work) <= 1:
-        digester = _Digester(acceptor, fresh_catalog, variance.CountWindows.like(windows))
-        for files in work:
-            yield digester.digest(_bucket_files(files))
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_start_worker,
-                             initargs=(acceptor, fresh_catalog, variance.CountWindows.like(windows))) as pool:
-        # a few buckets in flight, not all: finished partials wait in memory until their turn
-        pending: deque[Future[_Partial]] = deque()
-        for files in work:
-            pending.append(pool.submit(_digest_in_worker, files))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    shared = {"acceptor": acceptor, "catalog": catalog.empty_copy(), "windows": variance.CountWindows.like(windows),
+              "digesters": {}}
+    return workers_.forked_map(_digest_bucket, work, workers=workers, shared=shared)
+
+
+def _digest_bucket(shared: Mapping[str, Any], files: list[tuple[str, Path]]) -> _Partial:
+    """One bucket's partial, by this process's digester (its catalog grows bucket after bucket)."""
+    digesters: dict[int, _Digester] = shared["digesters"]  # a forked worker has its own copy of the dict
+    digester = digesters.get(os.getpid())
+    if digester is None:
+        digester = digesters[os.getpid()] = _Digester(shared["acceptor"], shared["catalog"], shared["windows"])
+    return digester.digest(_bucket_files(files))
 
 
 __all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "spill", "summarise_accepted"]

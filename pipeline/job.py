@@ -124,14 +124,17 @@ def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Sp
     windows = variance.count_windows(loader.stock_counts, loader.items)
     # movements, like completions, are kept only as the sums a run needs: their flows into count
     # windows and their fingerprints; their rows are let go of before completions are digested
-    movements = loader.let_go_of_movements()
-    windows.add_movements(movements)
-    movement_parts = variance.fingerprint_parts("movements", movements) if not movements.empty else pd.DataFrame()
-    del movements
+    movement_parts = _movement_sums(loader.let_go_of_movements(), windows)
     pa.default_memory_pool().release_unused()  # what reading the tables took, back to the system
     totals = spiller.summarise(loader.acceptor(), catalog, windows)
     totals.fingerprints = pd.concat([totals.fingerprints, movement_parts], ignore_index=True)
     return RunInputs(inputs=loader.finish(None, totals.summary), completions=totals)
+
+
+def _movement_sums(movements: pd.DataFrame, windows: variance.CountWindows) -> pd.DataFrame:
+    """Movements added to the count windows; their fingerprint parts returned (all a run keeps of them)."""
+    windows.add_movements(movements)
+    return variance.fingerprint_parts("movements", movements) if not movements.empty else pd.DataFrame()
 
 
 def summarised(inputs: Inputs | RunInputs) -> RunInputs:
@@ -141,10 +144,8 @@ def summarised(inputs: Inputs | RunInputs) -> RunInputs:
     catalog = consumption.ExplosionCatalog(inputs.bom, inputs.items, inputs.uom_conversions, inputs.broken_bom)
     windows = variance.count_windows(inputs.stock_counts, inputs.items)
     totals = buckets.summarise_accepted(inputs.completions, catalog, windows)
-    windows.add_movements(inputs.movements)
-    if not inputs.movements.empty:
-        totals.fingerprints = pd.concat([totals.fingerprints, variance.fingerprint_parts("movements", inputs.movements)],
-                                        ignore_index=True)
+    totals.fingerprints = pd.concat([totals.fingerprints, _movement_sums(inputs.movements, windows)],
+                                    ignore_index=True)
     return RunInputs(inputs=dataclasses.replace(inputs, completions=sources.empty_like(inputs.completions),
                                                 movements=sources.empty_like(inputs.movements)), completions=totals)
 
@@ -229,13 +230,10 @@ def _scope(plants: list[str], requested: list[dt.date], late: pd.DataFrame) -> p
     return both.drop_duplicates().sort_values(["plant_id", "business_date"]).reset_index(drop=True)
 
 
-def _daily_frames(shared: Mapping[str, Any], batch: tuple[str, list[pd.Timestamp]]
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _daily_frames(shared: Mapping[str, Any], plant: str, dates: list[pd.Timestamp], part_scope: pd.DataFrame,
+                  part_demand: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(consumption, adjustments, postings) of one plant's batch of dates."""
-    plant, dates = batch
-    demand, scope, items = shared["demand"], shared["scope"], shared["items"]
-    part_scope = scope[(scope["plant_id"] == plant) & scope["business_date"].isin(dates)]
-    part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
+    items = shared["items"]
     flows = consumption.component_flows(part_demand, shared["requirements"])
     consumed = consumption.theoretical_consumption(flows, items, sort=False)
     adjustments = ledger.adjustments(part_demand, flows, items)
@@ -495,14 +493,14 @@ def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Time
     """Consumption, adjustments and postings of one plant's batch of dates, per partition; a worker
     given a staging slot (`shared["slot"]`) writes the partition files itself."""
     number, plant, dates = task
-    consumed, adjustments, postings = _daily_frames(shared, (plant, dates))
-    day = ["plant_id", "business_date"]
-    slot = shared.get("slot")
     scope, demand = shared["scope"], shared["demand"]
     part_scope = scope[(scope["plant_id"] == plant) & scope["business_date"].isin(dates)]
+    part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
+    consumed, adjustments, postings = _daily_frames(shared, plant, dates, part_scope, part_demand)
+    day = ["plant_id", "business_date"]
+    slot = shared.get("slot")
     by_day = {name: dict(iter(frame.groupby(day, sort=False))) for name, frame in
               (("consumption", consumed), ("adjustments", adjustments))}
-    part_demand = demand[(demand["plant_id"] == plant) & demand["business_date"].isin(dates)]
     completions = part_demand.groupby(day)["completions"].sum().to_dict()
     posted = postings.groupby(day).size().to_dict()
     files: list[tuple[str, dict[str, object], str | None, int, pd.DataFrame | None]] = []
