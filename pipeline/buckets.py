@@ -288,8 +288,10 @@ class Spiller:
             return
         self._folder = tempfile.TemporaryDirectory(prefix="backflush-buckets-", dir=self.spill_dir)
         folder = Path(self._folder.name)
-        if self.workers > 1 and len(self.files) > 1:
-            self._pool = ProcessPoolExecutor(max_workers=min(self.workers, len(self.files)), mp_context=_context())
+        if self.workers > 1 and len(self.files) > 1 and workers_.can_fork():
+            # forked, like every worker of a run (see pipeline.workers)
+            self._pool = ProcessPoolExecutor(max_workers=min(self.workers, len(self.files)),
+                                             mp_context=multiprocessing.get_context("fork"))
             self._spilled = [self._pool.submit(_spill_file, f, number, self.buckets, SPILL_CHUNK_ROWS, folder)
                              for number, f in enumerate(self.files)]
         else:
@@ -384,12 +386,6 @@ def spill(files: Sequence[RawFile], buckets: int, folder: Path, rows: int = 1_00
 
 def _bucket_files(spilled: list[tuple[str, Path]]) -> list[tuple[str, pd.DataFrame]]:
     return [(source, pd.read_pickle(path)) for source, path in spilled]
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    # forked workers start at once and inherit the master data; spawned ones would re-import the
-    # caller's main module (an unguarded script would run again) and unpickle all of it
-    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
 def _digest_all(
