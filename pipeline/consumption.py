@@ -119,6 +119,10 @@ class ExplosionCatalog:
         self.items = items
         self._all_lines = bom.line_requirements(bom_table, items, conversions, broken)
         self.floor = bom.epoch_floor(self._all_lines)
+        self._empty()
+
+    def _empty(self) -> None:
+        """No plant resolved, no key numbered yet."""
         self.plants: set[str] = set()
         self.lines = bom.plant_lines(self._all_lines, [])
         self.boundaries = bom.item_boundaries(self.lines)
@@ -132,12 +136,8 @@ class ExplosionCatalog:
     def empty_copy(self) -> ExplosionCatalog:
         """A catalog of the same BOM without keys (for another process to fill)."""
         copy = object.__new__(ExplosionCatalog)
-        copy.__dict__.update(self.__dict__)
-        copy.plants = set()
-        copy.lines = bom.plant_lines(self._all_lines, [])
-        copy.boundaries = bom.item_boundaries(copy.lines)
-        copy.keys = self.keys.iloc[0:0]
-        copy._requirements, copy._errors, copy._cache = [], [], None
+        copy.items, copy._all_lines, copy.floor = self.items, self._all_lines, self.floor
+        copy._empty()
         return copy
 
     def _resolve_plants(self, plants: list[str]) -> None:
