@@ -104,7 +104,7 @@ class _Digester:
 
     def digest_batch(self, batch: CompletionBatch) -> _Partial:
         accepted = batch.accepted
-        fingerprints = variance.fingerprint_parts("completions", accepted) if not accepted.empty else pd.DataFrame()
+        fingerprints = variance.fingerprint_parts("completions", accepted)
         watermark = accepted["recorded_at"].max() if not accepted.empty else None
         tagged = self.catalog.tag(consumption.produced(accepted))
         good, rejects = consumption.exploded_completions(tagged, self.catalog.errors, accepted)
@@ -162,8 +162,7 @@ class _Totals:
             self.fingerprints.append(part.fingerprints)
         if part.watermark is not None and (self.watermark is None or part.watermark > self.watermark):
             self.watermark = part.watermark
-        np.add.at(self.windows.receipts, part.touched, part.receipts)
-        np.add.at(self.windows.usage, part.touched, part.usage)
+        self.windows.add(part.touched, part.receipts, part.usage)
 
     def _coded(self, demand: pd.DataFrame, renumber: np.ndarray) -> pd.DataFrame:
         """A bucket's demand with integer codes only: the key (which names plant and item), the

@@ -134,7 +134,7 @@ def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Sp
 def _movement_sums(movements: pd.DataFrame, windows: variance.CountWindows) -> pd.DataFrame:
     """Movements added to the count windows; their fingerprint parts returned (all a run keeps of them)."""
     windows.add_movements(movements)
-    return variance.fingerprint_parts("movements", movements) if not movements.empty else pd.DataFrame()
+    return variance.fingerprint_parts("movements", movements)
 
 
 def summarised(inputs: Inputs | RunInputs) -> RunInputs:

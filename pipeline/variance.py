@@ -65,9 +65,7 @@ def input_fingerprints(inputs: Inputs, plants: list[str], parts: list[pd.DataFra
     """
     parts = list(parts or [])
     for table in _FINGERPRINT_COLUMNS:
-        frame = getattr(inputs, table)
-        if not frame.empty:
-            parts.append(fingerprint_parts(table, frame))
+        parts.append(fingerprint_parts(table, getattr(inputs, table)))
     both = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if not both.empty:
         both = both[both["plant_id"].isin(plants)]
@@ -316,10 +314,11 @@ class CountWindows:
                                   req["qty_per_unit"].to_numpy(dtype="float64"))
         return self._requirements
 
-    def add(self, receipts: np.ndarray, usage: np.ndarray) -> None:
-        """Add sums made by another `CountWindows` of the same counts (another process's)."""
-        self.receipts += receipts
-        self.usage += usage
+    def add(self, counts: np.ndarray, receipts: np.ndarray, usage: np.ndarray) -> None:
+        """Add sums made by another `CountWindows` of the same counts (another process's), given
+        for some counts (positions in `counts`) only."""
+        np.add.at(self.receipts, counts, receipts)
+        np.add.at(self.usage, counts, usage)
 
     def add_movements(self, movements: pd.DataFrame) -> None:
         """movements: plant_id, location_id, item_id, moved_at, qty (accepted, in base units)."""

@@ -176,7 +176,7 @@ def test_count_windows_add_up_over_any_split(landing: Path) -> None:
     for part in np.array_split(np.arange(len(good)), 3):
         piece = variance.CountWindows.like(split)
         piece.add_completions(good.iloc[part], exploded.requirements)
-        split.add(piece.receipts, piece.usage)
+        split.add(np.arange(len(piece.receipts)), piece.receipts, piece.usage)
     once.add_movements(inputs.movements)
     split.add_movements(inputs.movements)
     a, b = once.sums(), split.sums()
