@@ -32,7 +32,7 @@ from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ PARTITION_TYPES: dict[str, pa.DataType] = {
 }
 DATA_FILE = "part-0.parquet"
 ROW_GROUP_SIZE = 256 * 1024
+_PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
 #: Staged files are sorted and written to Parquet on this many background threads (pyarrow's
 #: sort and Parquet writer release the GIL); pandas -> Arrow conversion stays on the caller's thread.
 STAGING_THREADS = 2
@@ -382,12 +383,17 @@ class Transaction:
     _pending_bytes: int = field(default=0, init=False, repr=False, compare=False)
     _staging_ready: bool = field(default=False, init=False, repr=False, compare=False)
 
+    def _staged_path(self, name: str) -> str:
+        """A file in the run's staging folder (the folder is made once: every staged file is in it)."""
+        staged = self.warehouse.path("_staging", encode_segment(self.run_id), name)
+        if not self._staging_ready:
+            self.warehouse._make_parent(staged)
+            self._staging_ready = True
+        return staged
+
     def _stage(self, table: pa.Table, sort_keys: pa.Table | None = None) -> str:
         """Queue `table` (ordered by `sort_keys`, if any) for writing under a new staged name."""
-        staged = self.warehouse.path("_staging", encode_segment(self.run_id), f"{len(self.moves):06d}.parquet")
-        if not self._staging_ready:
-            self.warehouse._make_parent(staged)  # one folder for every staged file of the run
-            self._staging_ready = True
+        staged = self._staged_path(f"{len(self.moves):06d}.parquet")
         size = table.nbytes
         self._wait_for_writes(room_for=size)
         if self._pool is None:
@@ -432,29 +438,19 @@ class Transaction:
     def put(self, dataset: str, partition: Mapping[str, object], frame: pd.DataFrame,
             *, file_name: str = DATA_FILE, sort_by: list[str] | None = None) -> None:
         """Stage `frame` as the whole content of one file of one partition (rows ordered by `sort_by`)."""
-        schema, _ = schemas.OUTPUT_DATASETS[dataset]
-        keys = _sort_keys(frame, sort_by) if sort_by else None
-        if sort_by and keys is None:  # a key Arrow would not order as pandas does: sort in pandas
-            frame = frame.sort_values(sort_by, kind="stable")
-        self._put_table(dataset, partition, to_arrow(frame, schema), keys, file_name)
+        table, keys = _prepared(dataset, frame, sort_by)
+        self._put_table(dataset, partition, table, keys, file_name)
 
     def _put_table(self, dataset: str, partition: Mapping[str, object], table: pa.Table,
                    sort_keys: pa.Table | None, file_name: str) -> None:
-        final = self.warehouse.partition_path(dataset, partition) + "/" + file_name
-        self.moves.append((self._stage(table, sort_keys), final))
-        self.rows_written[dataset] = self.rows_written.get(dataset, 0) + table.num_rows
-        self.partitions.setdefault(dataset, []).append({**{k: _jsonable(v) for k, v in partition.items()},
-                                                        "rows": table.num_rows})
+        self.put_staged(dataset, partition, self._stage(table, sort_keys), table.num_rows, file_name=file_name)
 
     def staging_for(self, label: str) -> StagingSlot:
         """Where another process may stage files of this run (see `stage_frame`, `put_staged`).
 
         Only on a local warehouse: a forked process must not share an object store's client.
         """
-        folder = self.warehouse.path("_staging", encode_segment(self.run_id))
-        if not self._staging_ready:
-            self.warehouse._make_parent(folder + "/x")
-            self._staging_ready = True
+        folder = self._staged_path(encode_segment(label)).rsplit("/", 1)[0]
         return StagingSlot(folder=folder, label=encode_segment(label), root=self.warehouse.root)
 
     def put_staged(self, dataset: str, partition: Mapping[str, object], staged: str, rows: int,
@@ -473,11 +469,10 @@ class Transaction:
         if len(parts) == 1:
             self.put_staged(dataset, partition, parts[0], rows, file_name=file_name)
             return
-        staged = self.warehouse.path("_staging", encode_segment(self.run_id), f"{len(self.moves):06d}.parquet")
+        staged = self._staged_path(f"{len(self.moves):06d}.parquet")
         schema, _ = schemas.OUTPUT_DATASETS[dataset]
         filesystem = self.warehouse.filesystem
-        with pq.ParquetWriter(staged, schema, filesystem=filesystem, compression="zstd",
-                              write_statistics=True) as writer:
+        with pq.ParquetWriter(staged, schema, filesystem=filesystem, **_PARQUET_OPTIONS) as writer:
             for part in parts:
                 source = pq.ParquetFile(part, filesystem=filesystem)
                 for group in range(source.num_row_groups):
@@ -550,6 +545,15 @@ class Transaction:
         self.warehouse._drop_staging(self.run_id)
 
 
+def _prepared(dataset: str, frame: pd.DataFrame, sort_by: list[str] | None) -> tuple[pa.Table, pa.Table | None]:
+    """A frame as the dataset's Arrow table, and the keys to sort it by (None: in order already)."""
+    schema, _ = schemas.OUTPUT_DATASETS[dataset]
+    keys = _sort_keys(frame, sort_by) if sort_by else None
+    if sort_by and keys is None:  # a key Arrow would not order as pandas does: sort in pandas
+        frame = frame.sort_values(sort_by, kind="stable")
+    return to_arrow(frame, schema), keys
+
+
 @dataclass(frozen=True)
 class StagingSlot:
     """A run's staging folder as another process sees it: it names its files with its own label."""
@@ -562,11 +566,7 @@ class StagingSlot:
                     ) -> tuple[str, int]:
         """Write `frame` as `Transaction.put` would (same schema, order and format), here and now;
         return (the staged file, its rows) for `Transaction.put_staged`."""
-        schema, _ = schemas.OUTPUT_DATASETS[dataset]
-        keys = _sort_keys(frame, sort_by) if sort_by else None
-        if sort_by and keys is None:
-            frame = frame.sort_values(sort_by, kind="stable")
-        table = to_arrow(frame, schema)
+        table, keys = _prepared(dataset, frame, sort_by)
         staged = f"{self.folder}/{self.label}-{encode_segment(name)}.parquet"
         _StagedWrite(table, keys, staged, Warehouse(self.root).filesystem).run()
         return staged, table.num_rows
@@ -596,8 +596,8 @@ class _StagedWrite:
             table = table.take(order)
             del order
         del keys
-        pq.write_table(table, self.path, filesystem=self.filesystem, compression="zstd",
-                       row_group_size=ROW_GROUP_SIZE, write_statistics=True)
+        pq.write_table(table, self.path, filesystem=self.filesystem, row_group_size=ROW_GROUP_SIZE,
+                       **_PARQUET_OPTIONS)
 
     @staticmethod
     def _in_order(keys: pa.Table) -> bool:
