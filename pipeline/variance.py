@@ -257,7 +257,7 @@ class CountWindows:
         self.usage = np.zeros(n)
         self.moved = np.zeros(n)
         self._requirements_of: pd.DataFrame | None = None
-        self._requirements: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.zeros(0, dtype="int64"),) * 3
+        self._requirements: tuple[np.ndarray, ...] = (np.zeros(0, dtype="int64"),) * 4
         has_window = counts["previous_counted_at"].notna().to_numpy()
         self.finder = _WindowFinder(counts, has_window, items) if has_window.any() else None
 
@@ -281,37 +281,43 @@ class CountWindows:
         keep = at >= 0
         completions, at = completions[keep], at[keep]
         times = _micros(completions["completed_at"])
-        rank = finder.rank(times)  # once per completion, shared by every component it uses
-        received = finder.locate_codes(at, finder.item_codes(completions["item_id"]), times, rank)
+        received = finder.windows_of(finder.stock_codes(at, finder.item_codes(completions["item_id"])), times)
         self.receipts += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
 
-        req_keys, req_component, req_qpu = self._counted_requirements(requirements)
+        first_line, lines, req_component, req_qpu = self._counted_requirements(requirements)
         keys = completions["key"].to_numpy(dtype="int64")
+        known = (keys >= 0) & (keys < len(lines))
         qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
         for start in range(0, len(completions), _CHUNK_ROWS):
             part = slice(start, start + _CHUNK_ROWS)
-            first = np.searchsorted(req_keys, keys[part], side="left")
-            width = np.searchsorted(req_keys, keys[part], side="right") - first
+            key = np.where(known[part], keys[part], 0)
+            first, width = first_line[key], np.where(known[part], lines[key], 0)
             row = np.repeat(np.arange(len(first)), width)
             line = np.repeat(first - np.cumsum(width) + width, width) + np.arange(int(width.sum()))
-            window = finder.locate_codes(at[part][row], req_component[line], times[part][row], rank[part][row])
+            stock = finder.stock_codes(at[part][row], req_component[line])
+            counted = np.flatnonzero(stock >= 0)  # only stock keys counted at the completion's place
+            row, line = row[counted], line[counted]
+            window = finder.windows_of(stock[counted], times[part][row])
             flow = qty[part][row] * req_qpu[line]
             used = req_qpu[line] > 0
             self.usage += finder.sums(window, np.where(used, flow, 0.0))
             self.receipts += finder.sums(window, np.where(used, 0.0, -flow))
 
-    def _counted_requirements(self, requirements: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(key, component code, qty_per_unit) of the requirements of counted components, by key;
-        kept while the same requirements frame comes again (bucket after bucket)."""
+    def _counted_requirements(self, requirements: pd.DataFrame) -> tuple[np.ndarray, ...]:
+        """Per key code, its first line and number of lines; per line, its component code and
+        qty_per_unit: the requirements of components counted somewhere, kept while the same
+        requirements frame comes again (bucket after bucket)."""
         if self._requirements_of is not requirements:
             finder = self.finder
             assert finder is not None
-            # component flows: only requirements of components counted somewhere
             req = requirements.assign(component=finder.item_codes(requirements["component_item_id"]))
             req = req[req["component"] >= 0].sort_values("key", kind="stable")
+            keys = req["key"].to_numpy(dtype="int64")
+            size = int(requirements["key"].max()) + 1 if len(requirements) else 0
+            first = np.searchsorted(keys, np.arange(size), side="left")
             self._requirements_of = requirements
-            self._requirements = (req["key"].to_numpy(dtype="int64"), req["component"].to_numpy(dtype="int64"),
-                                  req["qty_per_unit"].to_numpy(dtype="float64"))
+            self._requirements = (first, np.searchsorted(keys, np.arange(size), side="right") - first,
+                                  req["component"].to_numpy(dtype="int64"), req["qty_per_unit"].to_numpy(dtype="float64"))
         return self._requirements
 
     def add(self, counts: np.ndarray, receipts: np.ndarray, usage: np.ndarray) -> None:
@@ -352,10 +358,17 @@ def count_windows(stock_counts: pd.DataFrame, items: pd.DataFrame) -> CountWindo
 
 
 _DENSE_MAX = 20_000_000  # (place x item) grid cells for a direct stock-key lookup table (160 MB)
+_CELLS_MAX = 4_000_000  # (stock key x time cell) entries of the window search table (16 MB)
 
 
 class _WindowFinder:
-    """Finds the count window of (place, item, time) events with integer codes and binary search."""
+    """Finds the count window of (place, item, time) events with integer codes and a table.
+
+    Windows are held in (stock key, end) order. A table gives, per stock key and time cell (the
+    counts' time span cut into equal cells), the first window of the key ending at or after the
+    cell's start; an event steps from there past the windows that end before it, of which a cell
+    holds few: a lookup and a step or two per event, not a binary search over every window.
+    """
 
     def __init__(self, counts: pd.DataFrame, has_window: np.ndarray, items: pd.DataFrame) -> None:
         self.n = len(counts)
@@ -371,14 +384,23 @@ class _WindowFinder:
         self.dense = np.full(size, -1, dtype="int64") if size <= _DENSE_MAX else None
         if self.dense is not None:
             self.dense[self.stock_keys] = np.arange(len(self.stock_keys))
-        closes = _micros(counts["counted_at"])
-        self.opens = np.where(has_window, _micros(counts["previous_counted_at"].fillna(counts["counted_at"])), 0)
-        self.ends = np.unique(closes[has_window])
-        span = len(self.ends) + 1
         window = np.flatnonzero(has_window)
-        composite = stock_code[window].astype("int64") * span + np.searchsorted(self.ends, closes[window])
-        order = np.argsort(composite, kind="stable")  # counts are in (key, time, count_id) order already
-        self.composite, self.window, self.span = composite[order], window[order], span
+        closes = _micros(counts["counted_at"])[window]
+        opens = _micros(counts["previous_counted_at"].iloc[window])
+        order = np.lexsort((closes, stock_code[window]))
+        self.window, self.closes, self.opens = window[order], closes[order], opens[order]
+        window_stock = stock_code[window][order].astype("int64")
+        keys = len(self.stock_keys)
+        self.last = np.searchsorted(window_stock, np.arange(keys), side="right")  # past each key's windows
+        self.start = int(self.closes.min())
+        self.cells = int(np.clip(_CELLS_MAX // max(keys, 1), 1, 4096))
+        self.cell = max(1, -(-(int(self.closes.max()) - self.start + 1) // self.cells))
+        cell_starts = self.start + self.cell * np.arange(self.cells, dtype="int64")
+        # a window ends at or after the start of cell c iff c < (cell starts at or before its end)
+        reached = np.searchsorted(cell_starts, self.closes, side="right")
+        composite = window_stock * (self.cells + 1) + reached
+        probe = (np.arange(keys, dtype="int64")[:, None] * (self.cells + 1) + np.arange(1, self.cells + 1)).ravel()
+        self.table = np.searchsorted(composite, probe, side="left").astype("int64")
 
     def item_codes(self, item_ids: pd.Series) -> np.ndarray:
         """Position of each item in `self.items` (-1: none); hashes each distinct value once."""
@@ -394,35 +416,36 @@ class _WindowFinder:
             [np.asarray(plants, dtype=object), np.asarray(locations, dtype=object)])).astype("int64")
         return np.where((plant >= 0) & (location >= 0), grid[plant.astype("int64") * len(locations) + location], -1)
 
-    def locate(self, plant_ids: pd.Series, location_ids: pd.Series, item_ids: pd.Series, at: pd.Series) -> np.ndarray:
-        times = _micros(at)
-        return self.locate_codes(self.place_codes(plant_ids, location_ids), self.item_codes(item_ids), times,
-                                 self.rank(times))
-
-    def rank(self, times: np.ndarray) -> np.ndarray:
-        """Per event time, the index of the first window end at or after it."""
-        return np.searchsorted(self.ends, times, side="left")
-
-    def locate_codes(self, place: np.ndarray, item: np.ndarray, times: np.ndarray, rank: np.ndarray) -> np.ndarray:
-        """The count (row of `counts`) whose window holds each event, -1 for none."""
-        out = np.full(len(place), -1, dtype="int64")
+    def stock_codes(self, place: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """The counted stock key of each (place, item) code pair (-1: never counted)."""
         valid = (place >= 0) & (item >= 0)
-        stock = place * len(self.items) + item
+        stock = np.where(valid, place * len(self.items) + item, 0)
         if self.dense is not None:
-            index = np.where(valid, self.dense[np.where(valid, stock, 0)], -1)
-        else:
-            pos = np.minimum(np.searchsorted(self.stock_keys, stock), len(self.stock_keys) - 1)
-            index = np.where(valid & (self.stock_keys[pos] == stock), pos, -1)
-        hit = np.flatnonzero(index >= 0)  # only counted stock keys go on to the window search
+            return np.where(valid, self.dense[stock], -1)
+        pos = np.minimum(np.searchsorted(self.stock_keys, stock), len(self.stock_keys) - 1)
+        return np.where(valid & (self.stock_keys[pos] == stock), pos, -1)
+
+    def locate(self, plant_ids: pd.Series, location_ids: pd.Series, item_ids: pd.Series, at: pd.Series) -> np.ndarray:
+        stock = self.stock_codes(self.place_codes(plant_ids, location_ids), self.item_codes(item_ids))
+        return self.windows_of(stock, _micros(at))
+
+    def windows_of(self, stock: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """The count (row of `counts`) whose window holds each event, -1 for none."""
+        out = np.full(len(stock), -1, dtype="int64")
+        hit = np.flatnonzero(stock >= 0)
         if not len(hit):
             return out
-        probe = index[hit] * self.span + rank[hit]
-        found = np.searchsorted(self.composite, probe, side="left")
-        beyond = found == len(self.composite)  # after the last window of every stock key
-        found[beyond] = 0
-        window = self.window[found]
-        inside = ~beyond & (self.composite[found] // self.span == index[hit]) & (times[hit] > self.opens[window])
-        out[hit[inside]] = window[inside]
+        key, at = stock[hit], times[hit]
+        cell = np.clip((at - self.start) // self.cell, 0, self.cells - 1)
+        found, last = self.table[key * self.cells + cell], self.last[key]
+        behind = np.flatnonzero((found < last) & (self.closes[np.minimum(found, len(self.closes) - 1)] < at))
+        while len(behind):  # past the windows of the key that end in the event's cell before it
+            found[behind] += 1
+            step = behind[found[behind] < last[behind]]
+            behind = step[self.closes[found[step]] < at[step]]
+        inside = found < last
+        inside[inside] = at[inside] > self.opens[found[inside]]
+        out[hit[inside]] = self.window[found[inside]]
         return out
 
     def sums(self, window: np.ndarray, values: np.ndarray) -> np.ndarray:

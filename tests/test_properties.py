@@ -355,3 +355,85 @@ def test_rounding_agrees_with_decimal_arithmetic(digits: int, negative: bool, ex
     expected = float(written.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))  # half away from 0
     got = float(round_half_away([float(written)], [decimals])[0])
     assert got == pytest.approx(expected, rel=1e-15, abs=0.0)
+
+
+# ------------------------------------------------------------------ count windows: finder vs brute force
+
+WINDOW_ITEMS = ["A", "B", "C"]
+WINDOW_PLACES = [("P1", "L1"), ("P1", "L2"), ("P2", "L1")]
+T0 = pd.Timestamp("2026-03-01T00:00:00Z")
+
+
+@st.composite
+def window_world(draw: st.DrawFn) -> dict[str, pd.DataFrame]:
+    """Counts of a few stock keys, some many times within an hour (several windows in one time cell of
+    the finder), completions of A and B using the other items, and movements, at minutes that often
+    fall exactly on a count."""
+    minute = st.integers(min_value=0, max_value=3 * 24 * 60)
+    place, item_ = st.sampled_from(WINDOW_PLACES), st.sampled_from(WINDOW_ITEMS)
+    at = lambda m: T0 + pd.Timedelta(minutes=m)  # noqa: E731
+    counted = draw(st.lists(st.tuples(place, item_, minute), min_size=1, max_size=25)) + [
+        (("P1", "L1"), "C", 600 + m) for m in draw(st.lists(st.integers(0, 59), max_size=8))]
+    counts = pd.DataFrame(
+        [{"plant_id": p, "location_id": loc, "item_id": i, "counted_at": at(m)} for (p, loc), i, m in counted]
+    ).drop_duplicates(["plant_id", "location_id", "item_id", "counted_at"])
+    minute = st.one_of(minute, st.sampled_from([m for *_, m in counted]))  # events at a count's very time
+    counts = counts.sort_values(["plant_id", "location_id", "item_id", "counted_at"]).reset_index(drop=True)
+    counts["previous_counted_at"] = counts.groupby(["plant_id", "location_id", "item_id"])["counted_at"].shift()
+    completions = pd.DataFrame(
+        [{"plant_id": p, "location_id": loc, "item_id": i, "completed_at": at(m), "qty_good": g, "qty_scrap": s,
+          "key": ["A", "B"].index(i)}
+         for (p, loc), i, m, g, s in draw(st.lists(st.tuples(
+             place, st.sampled_from(["A", "B"]), minute, st.integers(0, 9), st.integers(0, 3)), max_size=40))],
+        columns=["plant_id", "location_id", "item_id", "completed_at", "qty_good", "qty_scrap", "key"])
+    movements = pd.DataFrame(
+        [{"plant_id": p, "location_id": loc, "item_id": i, "moved_at": at(m), "qty": q}
+         for (p, loc), i, m, q in draw(st.lists(st.tuples(place, item_, minute, st.integers(-5, 5)), max_size=30))],
+        columns=["plant_id", "location_id", "item_id", "moved_at", "qty"])
+    # A uses B and C, B uses C and gives off A as a by-product (negative qty_per_unit)
+    requirements = pd.DataFrame({"key": [0, 0, 1, 1], "component_item_id": ["B", "C", "C", "A"],
+                                 "qty_per_unit": [2.0, 0.5, 3.0, -0.25]})
+    return {"counts": counts, "completions": completions, "movements": movements, "requirements": requirements}
+
+
+def brute_force_windows(world: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each count's window sums by checking every event against every count, one at a time."""
+    events = []  # (plant, location, item, time, movements, receipts, usage)
+    for m in world["movements"].itertuples():
+        events.append((m.plant_id, m.location_id, m.item_id, m.moved_at, m.qty, 0.0, 0.0))
+    for c in world["completions"].itertuples():
+        events.append((c.plant_id, c.location_id, c.item_id, c.completed_at, 0.0, float(c.qty_good), 0.0))
+        for r in world["requirements"][world["requirements"]["key"] == c.key].itertuples():
+            flow = (c.qty_good + c.qty_scrap) * r.qty_per_unit
+            used = r.qty_per_unit > 0
+            events.append((c.plant_id, c.location_id, r.component_item_id, c.completed_at, 0.0,
+                           0.0 if used else -flow, flow if used else 0.0))
+    rows = []
+    for k in world["counts"].itertuples():
+        sums = [0.0, 0.0, 0.0]
+        if not pd.isna(k.previous_counted_at):
+            for plant, location, item_id, time, *flows in events:
+                if (plant, location, item_id) == (k.plant_id, k.location_id, k.item_id) \
+                        and k.previous_counted_at < time <= k.counted_at:
+                    sums = [a + b for a, b in zip(sums, flows, strict=True)]
+        rows.append(sums)
+    return pd.DataFrame(rows, columns=["movements_qty", "receipts_qty", "usage_qty"])
+
+
+@pytest.mark.parametrize("grid", ["dense", "sparse"])
+@SETTINGS
+@given(world=window_world(), cells=st.sampled_from([1, 2, 4_000_000]))
+def test_count_windows_equal_a_brute_force_search(world: dict[str, pd.DataFrame], cells: int, grid: str) -> None:
+    """The window finder's table (one time cell, a few, or one per minute or so) and its stepping give
+    every event the window a search of all counts gives, with or without the dense stock-key table."""
+    from pipeline import variance
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(variance, "_CELLS_MAX", cells * 100)  # stock keys are at most 9: cells per key ~ cells
+        if grid == "sparse":
+            patch.setattr(variance, "_DENSE_MAX", 0)
+        items = pd.DataFrame({"item_id": WINDOW_ITEMS})
+        got = variance.window_flows(world["counts"], world["completions"], world["requirements"],
+                                    world["movements"], items)
+    expected = brute_force_windows(world)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_dtype=False, atol=1e-9)
