@@ -597,6 +597,7 @@ def _isin(values: pd.Series, allowed: pd.Series) -> pd.Series:
     return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index)
 
 
+_SPACES = np.frombuffer(b" " * 8, dtype=np.uint64)[0]
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier (2**64 / golden ratio) of the string hash
 
 
@@ -622,29 +623,36 @@ def key_hashes(values: pd.Series) -> np.ndarray:
     """A 64-bit hash of each key value as coerced to text: a function of the value alone (the same
     for a value read from CSV or Parquet, in any file); missing values hash to 0."""
     text = _coerce_str(values)
-    strings = pa.chunked_array([pa.array(text.to_numpy(dtype=object), type=pa.string(), from_pandas=True)])
     out = np.zeros(len(text), dtype=np.uint64)
     if not len(text):
         return out
+    strings = _arrow(text) if _is_arrow_text(text) else \
+        pa.chunked_array([pa.array(text.to_numpy(dtype=object), type=pa.string(), from_pandas=True)])
     valid = text.notna().to_numpy()
     fast = valid & pc.and_(pc.string_is_ascii(strings), pc.less_equal(pc.binary_length(strings), 64)) \
         .to_numpy(zero_copy_only=False).astype(bool, copy=False)
-    if fast.any():
-        chosen = pc.filter(strings, pa.array(fast)).combine_chunks()
-        out[fast] = _hashes(chosen, 64)
+    if fast.all():
+        out[:] = _hashes(strings.combine_chunks(), 64)
+    elif fast.any():
+        out[fast] = _hashes(pc.filter(strings, pa.array(fast)).combine_chunks(), 64)
     slow = valid & ~fast
     if slow.any():
-        out[slow] = pd.util.hash_array(text.to_numpy(dtype=object)[slow])
+        out[slow] = pd.util.hash_array(text[slow].to_numpy(dtype=object))
     return out
 
 
 def _hashes(strings: pa.Array, width: int) -> np.ndarray:
-    """A 64-bit hash of each ASCII string of at most `width` bytes (a multiple of 8)."""
-    padded = pc.cast(pc.ascii_rpad(strings, width=width, padding=" "), pa.binary(width))
-    data = np.frombuffer(padded.buffers()[1], dtype=np.uint8)[padded.offset * width:][: len(padded) * width]
+    """A 64-bit hash of each ASCII string of at most `width` bytes (a multiple of 8): its bytes
+    padded with spaces to `width`, mixed 8 at a time."""
+    longest = pc.max(pc.binary_length(strings)).as_py() or 0
+    short = max(8, -(-longest // 8) * 8)  # only the words that hold some string's bytes are read
+    padded = pc.cast(pc.ascii_rpad(strings, width=short, padding=" "), pa.binary(short))
+    data = np.frombuffer(padded.buffers()[1], dtype=np.uint8)[padded.offset * short:][: len(padded) * short]
     hashes = np.zeros(len(padded), dtype=np.uint64)
-    for word in data.view(np.uint64).reshape(len(padded), width // 8).T:
+    for word in data.view(np.uint64).reshape(len(padded), short // 8).T:
         hashes = (hashes ^ word) * _MIX
+    for _ in range((width - short) // 8):  # the words of spaces only, as if every string were padded to width
+        hashes = (hashes ^ _SPACES) * _MIX
     return hashes
 
 
