@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from pipeline import consumption, variance
@@ -37,6 +39,7 @@ from pipeline.sources import (
     key_hashes,
     read_file,
     read_file_chunks,
+    read_parquet_chunks,
 )
 
 _ID = "completion_id"
@@ -229,11 +232,14 @@ class RawFile:
     def read(self) -> pd.DataFrame:
         return self.frame if self.frame is not None else read_file(self.path)  # type: ignore[arg-type]
 
-    def chunks(self, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
-        if self.frame is not None:
-            yield 2, self.frame
-        else:
-            yield from read_file_chunks(self.path, rows)  # type: ignore[arg-type]
+    def chunks(self, rows: int) -> Iterator[tuple[int, pa.Table]]:
+        """The file's raw rows as Arrow tables, each with the line of its first row (header = 1)."""
+        if self.path is not None and self.path.suffix.lower() == ".parquet":
+            yield from read_parquet_chunks(self.path, rows)
+            return
+        frames = [(2, self.frame)] if self.frame is not None else read_file_chunks(self.path, rows)  # type: ignore[arg-type]
+        for line, frame in frames:
+            yield line, _arrow_table(frame)
 
     def rows(self) -> int:
         """How many rows the file holds (estimated for CSV), for choosing the number of buckets."""
@@ -351,26 +357,44 @@ def summarise_accepted(
 def _spill_file(raw: RawFile, number: int, buckets: int, rows: int, folder: Path
                 ) -> list[tuple[int, int, int, str, Path]]:
     """Split one file's rows into `buckets` by a hash of the completion id, a chunk at a time,
-    keeping each row's line in its file: (bucket, file number, chunk, source, spill file) per part."""
+    keeping each row's line in its file: (bucket, file number, chunk, source, spill file) per part.
+    Spill files are Arrow IPC files of the raw rows, read back as `read_file` would give them."""
     out = []
-    for chunk, (first_line, frame) in enumerate(raw.chunks(rows)):
-        if frame.shape == (0, 0):
+    for chunk, (first_line, table) in enumerate(raw.chunks(rows)):
+        if table.num_columns == 0:
             continue
-        frame = frame.reset_index(drop=True)
-        frame[LINE_COLUMN] = np.arange(first_line, first_line + len(frame))
-        id_column = next((c for c in frame.columns if str(c).strip() == _ID), None)
+        table = table.append_column(LINE_COLUMN, pa.array(np.arange(first_line, first_line + table.num_rows)))
+        id_column = next((c for c in table.column_names if str(c).strip() == _ID), None)
         # without an id column every row goes to bucket 0, where reading it fails with the reason
-        bucket = (key_hashes(frame[id_column]) % np.uint64(buckets)).astype("int64") if id_column is not None \
-            else np.zeros(len(frame), dtype="int64")
+        bucket = (key_hashes(table.column(id_column).to_pandas()) % np.uint64(buckets)).astype("int64") \
+            if id_column is not None else np.zeros(table.num_rows, dtype="int64")
         order = np.argsort(bucket, kind="stable")
         bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+        table = table.take(order)
         for b in range(buckets):
-            positions = order[bounds[b]:bounds[b + 1]]
-            if len(positions) or (b == 0 and not len(frame)):
-                path = folder / f"b{b:05d}-f{number:05d}-c{chunk:05d}.pkl"
-                frame.iloc[positions].to_pickle(path)  # our own file, read back by this run only
+            size = int(bounds[b + 1] - bounds[b])
+            if size or (b == 0 and not table.num_rows):
+                path = folder / f"b{b:05d}-f{number:05d}-c{chunk:05d}.arrow"
+                with ipc.new_file(path, table.schema) as writer:  # our own file, read back by this run only
+                    writer.write_table(table.slice(int(bounds[b]), size))
                 out.append((b, number, chunk, raw.source, path))
     return out
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """A frame of raw rows as Arrow (its pandas types kept); a column of mixed Python values that Arrow
+    cannot hold as one type goes as text (coercion reads it as text anyway)."""
+    frame = frame.reset_index(drop=True)
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        mixed = {}
+        for column in frame.columns:
+            try:
+                pa.array(frame[column], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                mixed[column] = frame[column].astype("str").where(frame[column].notna())
+        return pa.Table.from_pandas(frame.assign(**mixed), preserve_index=False)
 
 
 def spill(files: Sequence[RawFile], buckets: int, folder: Path, rows: int = 1_000_000
@@ -383,8 +407,14 @@ def spill(files: Sequence[RawFile], buckets: int, folder: Path, rows: int = 1_00
     return out
 
 
+def read_spilled(path: Path) -> pd.DataFrame:
+    """The raw rows of one spill file."""
+    with ipc.open_file(path) as reader:
+        return reader.read_all().to_pandas()
+
+
 def _bucket_files(spilled: list[tuple[str, Path]]) -> list[tuple[str, pd.DataFrame]]:
-    return [(source, pd.read_pickle(path)) for source, path in spilled]
+    return [(source, read_spilled(path)) for source, path in spilled]
 
 
 def _digest_all(
@@ -407,4 +437,4 @@ def _digest_bucket(shared: Mapping[str, Any], files: list[tuple[str, Path]]) -> 
     return digester.digest(_bucket_files(files))
 
 
-__all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "spill", "summarise_accepted"]
+__all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "read_spilled", "spill", "summarise_accepted"]

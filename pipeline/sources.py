@@ -161,14 +161,22 @@ def read_file_chunks(path: Path, rows: int) -> Iterator[tuple[int, pd.DataFrame]
             if not chunks:  # a header without rows still says which columns the file has
                 yield line, pd.read_csv(path, nrows=0, **_CSV_OPTIONS)
             return
+    for line, table in read_parquet_chunks(path, rows):
+        yield line, table.to_pandas()
+
+
+def read_parquet_chunks(path: Path, rows: int) -> Iterator[tuple[int, pa.Table]]:
+    """A Parquet landing file's rows as Arrow tables of about `rows` rows, each with the line of its
+    first row (as `read_file_chunks` counts them); SourceError if unreadable."""
+    with _reading(path):
         parquet = pq.ParquetFile(path)
         line, any_rows = 2, False
         for batch in parquet.iter_batches(batch_size=rows):
             any_rows = True
-            yield line, pa.Table.from_batches([batch]).to_pandas()
+            yield line, pa.Table.from_batches([batch])
             line += batch.num_rows
         if not any_rows:
-            yield line, parquet.schema_arrow.empty_table().to_pandas()
+            yield line, parquet.schema_arrow.empty_table()
 
 
 # ------------------------------------------------------------------------------------ coercion

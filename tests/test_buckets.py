@@ -99,7 +99,7 @@ def test_spill_puts_every_version_of_an_id_in_one_bucket_and_keeps_lines(tmp_pat
     rows = []
     for number, files in enumerate(spilled):
         for source, path in files:
-            part = pd.read_pickle(path)
+            part = buckets.read_spilled(path)
             for cid, line in zip(part["completion_id"], part[sources.LINE_COLUMN], strict=True):
                 key = "<none>" if pd.isna(cid) else str(cid).strip()
                 seen.setdefault(key, set()).add(number)
