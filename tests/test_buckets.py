@@ -111,6 +111,18 @@ def test_spill_puts_every_version_of_an_id_in_one_bucket_and_keeps_lines(tmp_pat
                                   + [("completions/c.csv", i) for i in (2, 3)])
 
 
+def test_a_column_of_mixed_python_values_is_spilled_as_text(tmp_path: Path) -> None:
+    """A frame from SQL may hold a column Arrow cannot type as one (numbers and text): it is spilled as
+    text, which is how coercion reads it, and its rows keep their lines."""
+    mixed = pd.DataFrame({"completion_id": [7, "C2", None, " C3 "], "qty_good": [1, "2", 3.5, None]}, dtype=object)
+    spilled = buckets.spill(buckets.raw_files([("sql:completions", mixed)]), 3, tmp_path)
+    back = pd.concat([buckets.read_spilled(path) for files in spilled for _, path in files], ignore_index=True)
+    back = back.sort_values(sources.LINE_COLUMN).reset_index(drop=True)
+    assert back[sources.LINE_COLUMN].tolist() == [2, 3, 4, 5]
+    assert [None if pd.isna(v) else v for v in back["completion_id"]] == ["7", "C2", None, " C3 "]
+    assert [None if pd.isna(v) else v for v in back["qty_good"]] == ["1", "2", "3.5", None]
+
+
 def test_a_rejected_row_of_a_bucket_names_its_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(buckets, "SPILL_CHUNK_ROWS", 7)  # the file is split a few rows at a time
     items = [{"item_id": i, "uom": "EA", "standard_cost": 1.0, "phantom": False, "backflush": True,
