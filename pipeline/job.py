@@ -338,15 +338,16 @@ def _process(
             plant_postings.append(out.postings)
             del out
             if number + 1 == len(tasks) or tasks[number + 1][1] != plant:  # the plant's last batch
-                # the day batches come in date order, each sorted: their postings are one sorted file
-                file_name = f"part-{run_id}.parquet"
-                if postings_parts:
-                    txn.put_parts("postings", {"plant_id": plant}, [path for path, _ in postings_parts],
-                                  sum(rows for _, rows in postings_parts), file_name=file_name)
+                # a run appends its postings of a plant as one file, or, when workers staged them, one
+                # file per batch of dates (each sorted, in date order): rewriting them as one would
+                # cost a copy of the plant's postings
+                for part, (path, rows) in enumerate(postings_parts):
+                    name = f"part-{run_id}.parquet" if len(postings_parts) == 1 else f"part-{run_id}-{part:05d}.parquet"
+                    txn.put_staged("postings", {"plant_id": plant}, path, rows, file_name=name)
                 plant_rows = pd.concat(plant_postings, ignore_index=True)
                 if not plant_rows.empty:
                     txn.put("postings", {"plant_id": plant}, plant_rows.drop(columns="plant_id"),
-                            file_name=file_name, sort_by=POSTINGS_SORT)
+                            file_name=f"part-{run_id}.parquet", sort_by=POSTINGS_SORT)
                 plant_postings, postings_parts = [], []
     adjustments_by_kind = {kind: {"rows": int(rows), "qty": qty, "value": value}
                            for kind, (rows, qty, value) in sorted(adjustment_totals.items())}

@@ -462,24 +462,6 @@ class Transaction:
         self.partitions.setdefault(dataset, []).append({**{k: _jsonable(v) for k, v in partition.items()},
                                                         "rows": rows})
 
-    def put_parts(self, dataset: str, partition: Mapping[str, object], parts: list[str], rows: int,
-                  *, file_name: str = DATA_FILE) -> None:
-        """Publish at commit one file made of files staged by `StagingSlot.stage_frame`, in order
-        (each already in its rows' order, and the parts in theirs), copied a row group at a time."""
-        if len(parts) == 1:
-            self.put_staged(dataset, partition, parts[0], rows, file_name=file_name)
-            return
-        staged = self._staged_path(f"{len(self.moves):06d}.parquet")
-        schema, _ = schemas.OUTPUT_DATASETS[dataset]
-        filesystem = self.warehouse.filesystem
-        with pq.ParquetWriter(staged, schema, filesystem=filesystem, **_PARQUET_OPTIONS) as writer:
-            for part in parts:
-                source = pq.ParquetFile(part, filesystem=filesystem)
-                for group in range(source.num_row_groups):
-                    writer.write_table(source.read_row_group(group), row_group_size=ROW_GROUP_SIZE)
-                filesystem.delete_file(part)
-        self.put_staged(dataset, partition, staged, rows, file_name=file_name)
-
     def put_file(self, dataset: str, file_name: str, frame: pd.DataFrame) -> None:
         """Stage an unpartitioned file of a dataset (e.g. one `runs` row per run)."""
         schema, _ = schemas.OUTPUT_DATASETS[dataset]
