@@ -185,24 +185,30 @@ class _Totals:
     def _compact(self) -> None:
         """Sum the demand rows of one key across buckets (memory follows distinct keys)."""
         if len(self.demand) > 1:
-            both = pd.concat(self.demand, ignore_index=True)
-            self.demand = [both.groupby(["key", "day", "location"], as_index=False, sort=False)[_DEMAND_SUMS].sum()]
+            self.demand = [_summed(pd.concat(self.demand, ignore_index=True))]
         self.demand_rows = self.compacted_rows = sum(len(d) for d in self.demand)
 
     def _decoded(self, coded: pd.DataFrame) -> pd.DataFrame:
-        """The demand frame (`consumption.completion_demand`) of coded rows, in its key order."""
-        keys = self.catalog.keys.set_index("key").reindex(coded["key"].to_numpy())
-        demand = pd.DataFrame({
-            "plant_id": keys["plant_id"].to_numpy(),
-            "business_date": coded["day"].to_numpy().view("datetime64[ns]"),
-            "location_id": self.locations.take(coded["location"].to_numpy()),
-            "item_id": keys["item_id"].to_numpy(),
-            "key": coded["key"].to_numpy(),
-            **{c: coded[c].to_numpy() for c in _DEMAND_SUMS},
-        })
+        """The demand frame (`consumption.completion_demand`) of coded rows, in its key order
+        (DEMAND_KEYS, then key), found by sorting integer ranks rather than strings."""
+        keys = self.catalog.keys.set_index("key").reindex(np.arange(int(coded["key"].max()) + 1 if len(coded) else 0))
+        plant_rank = pd.factorize(keys["plant_id"], sort=True)[0]
+        item_rank = pd.factorize(keys["item_id"], sort=True)[0]
+        location_rank = np.argsort(np.argsort(self.locations.to_numpy(dtype=object), kind="stable"))
+        key, day, location = (coded[c].to_numpy() for c in ("key", "day", "location"))
+        order = np.lexsort((key, item_rank[key], location_rank[location], day, plant_rank[key]))
+        key, location = key[order], location[order]
         empty = consumption.empty_demand()
-        demand = demand.astype({c: empty[c].dtype for c in ("plant_id", "location_id", "item_id")})
-        return demand.sort_values(consumption.DEMAND_KEYS + ["key"], kind="stable").reset_index(drop=True)
+        text = {c: empty[c].dtype for c in ("plant_id", "location_id", "item_id")}
+        demand = pd.DataFrame({  # strings taken as stored (no Python object per row)
+            "plant_id": keys["plant_id"].astype(text["plant_id"]).array.take(key),
+            "business_date": day[order].view("datetime64[ns]"),
+            "location_id": pd.array(self.locations, dtype=text["location_id"]).take(location),
+            "item_id": keys["item_id"].astype(text["item_id"]).array.take(key),
+            "key": key,
+            **{c: coded[c].to_numpy()[order] for c in _DEMAND_SUMS},
+        })
+        return demand
 
     def result(self, buckets: int) -> CompletionTotals:
         if self.demand:
@@ -218,6 +224,23 @@ class _Totals:
             errors=self.catalog.errors, explode_rejects=rejects, fingerprints=fingerprints, windows=self.windows,
             summary=self.summary, watermark=self.watermark, buckets=buckets,
         )
+
+
+def _summed(coded: pd.DataFrame) -> pd.DataFrame:
+    """Coded demand rows (key, day, location, sums) summed per (key, day, location), in order of
+    first appearance; each sum is added up in row order (`np.bincount`), so the result depends on
+    the rows' order only, never on timing."""
+    key, day, location = (coded[c].to_numpy(dtype="int64") for c in ("key", "day", "location"))
+    day_code, days = pd.factorize(day)
+    # codes stay below rows x keys and rows x locations: no overflow short of billions of rows
+    pair_code, pairs = pd.factorize(key * len(days) + day_code)
+    locations = int(location.max()) + 1 if len(location) else 1
+    group, codes = pd.factorize(pair_code * locations + location)
+    pair = pairs[codes // locations]
+    sums = {c: np.bincount(group, weights=coded[c].to_numpy(dtype="float64"), minlength=len(codes))
+            .astype(coded[c].dtype) for c in _DEMAND_SUMS}
+    return pd.DataFrame({"key": pair // len(days), "day": days[pair % len(days)], "location": codes % locations,
+                         **sums})
 
 
 # ------------------------------------------------------------------------------------ the run's entry
