@@ -120,21 +120,30 @@ def _spiller(config: Config, files: list[buckets.RawFile]) -> buckets.Spiller:
 
 def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Spiller) -> RunInputs:
     """Completions accepted and summed a bucket at a time, then the inputs finished with them."""
-    catalog = consumption.ExplosionCatalog(loader.bom, loader.items, loader.uom_conversions, loader.broken_bom)
     windows = variance.count_windows(loader.stock_counts, loader.items)
     # movements, like completions, are kept only as the sums a run needs: their flows into count
     # windows and their fingerprints; their rows are let go of before completions are digested
     movement_parts = _movement_sums(loader.let_go_of_movements(), windows)
-    pa.default_memory_pool().release_unused()  # what reading the tables took, back to the system
+    workers_.give_back_memory()  # what reading the tables took, before workers are forked
+    catalog = consumption.ExplosionCatalog(loader.bom, loader.items, loader.uom_conversions, loader.broken_bom)
     totals = spiller.summarise(loader.acceptor(), catalog, windows)
+    workers_.give_back_memory()  # what merging the buckets took
     totals.fingerprints = pd.concat([totals.fingerprints, movement_parts], ignore_index=True)
     return RunInputs(inputs=loader.finish(None, totals.summary), completions=totals)
 
 
+MOVEMENT_CHUNK_ROWS = 1_000_000  # movements hashed and placed in count windows at a time
+
+
 def _movement_sums(movements: pd.DataFrame, windows: variance.CountWindows) -> pd.DataFrame:
-    """Movements added to the count windows; their fingerprint parts returned (all a run keeps of them)."""
-    windows.add_movements(movements)
-    return variance.fingerprint_parts("movements", movements)
+    """Movements added to the count windows; their fingerprint parts returned (all a run keeps of them),
+    a chunk of rows at a time (both are sums), so hashing them takes memory for one chunk."""
+    parts = []
+    for start in range(0, max(len(movements), 1), MOVEMENT_CHUNK_ROWS):
+        chunk = movements.iloc[start:start + MOVEMENT_CHUNK_ROWS]
+        windows.add_movements(chunk)
+        parts.append(variance.fingerprint_parts("movements", chunk))
+    return pd.concat(parts, ignore_index=True)
 
 
 def summarised(inputs: Inputs | RunInputs) -> RunInputs:
@@ -354,15 +363,25 @@ def _process(
     top_components = _top_components(demand, totals.requirements, inputs.items)
     del demand
 
-    counts = variance.variance_scope(inputs, scope, config)
-    progress.stage("variance", counts=len(counts.counts))
-    variance_rows = variance.count_variance(inputs, counts, config, totals.windows)
-    accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, plants, config, started)
-    count_scope = counts.scope
-    txn.replace("variance", variance_rows, [{"plant_id": p, "count_date": d} for p, d in
-                                            zip(count_scope["plant_id"], count_scope["count_date"], strict=True)],
-                sort_by=["location_id", "item_id", "counted_at"])
-    txn.replace("bom_accuracy", accuracy, [{"plant_id": p} for p in plants], sort_by=["component_item_id"])
+    # variance and BOM accuracy a plant at a time: a plant's counts are reconciled and written
+    # before the next plant's exist (memory follows one plant's counts)
+    progress.stage("variance", plants=len(plants))
+    variance_parts, accuracy_parts = [], []
+    for plant in plants:
+        counts = variance.variance_scope(inputs, scope[scope["plant_id"] == plant], config)
+        variance_rows = variance.count_variance(inputs, counts, config, totals.windows)
+        accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, [plant], config, started)
+        count_scope = counts.scope
+        txn.replace("variance", variance_rows, [{"plant_id": p, "count_date": d} for p, d in zip(
+            count_scope["plant_id"], count_scope["count_date"], strict=True)],
+            sort_by=["location_id", "item_id", "counted_at"])
+        txn.replace("bom_accuracy", accuracy, [{"plant_id": plant}], sort_by=["component_item_id"])
+        variance_parts.append(variance_rows[variance.SUMMARY_COLUMNS])
+        accuracy_parts.append(accuracy["flag"] if "flag" in accuracy.columns else pd.Series([], dtype="str"))
+        del counts, variance_rows, accuracy
+    variance_rows = pd.concat(variance_parts, ignore_index=True) if variance_parts else \
+        pd.DataFrame(columns=variance.SUMMARY_COLUMNS)
+    flags = pd.concat(accuracy_parts, ignore_index=True) if accuracy_parts else pd.Series([], dtype="str")
     _write_quarantine(txn, warehouse, quarantine, scope, plants, run_date)
 
     finished = pd.Timestamp.now(tz="UTC").floor("us")
@@ -384,8 +403,7 @@ def _process(
     result.adjustments_by_kind = adjustments_by_kind
     result.top_components = top_components
     result.variance_summary = variance.summary(variance_rows)
-    result.bom_accuracy_flags = {str(k): int(v) for k, v in accuracy["flag"].value_counts().sort_index().items()} \
-        if not accuracy.empty else {}
+    result.bom_accuracy_flags = {str(k): int(v) for k, v in flags.value_counts().sort_index().items()}
     result.rows_written = dict(txn.rows_written)
     result.rows_written.setdefault("runs", 1)
     ran_before = {str(p) for plants_of_run in history.loc[history["status"] == "ok", "plants"] for p in plants_of_run}
@@ -532,7 +550,7 @@ def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Time
             part = slot.stage_frame("postings", postings.drop(columns="plant_id"), f"{number:05d}-postings",
                                     sort_by=POSTINGS_SORT)
         del consumed, adjustments, by_day
-        pa.default_memory_pool().release_unused()
+        workers_.give_back_memory()
         return _BatchOutput(files=files, postings=postings.iloc[0:0], steps=steps, kinds=kinds, postings_part=part)
     return _BatchOutput(files=files, postings=postings, steps=steps, kinds=kinds)
 

@@ -507,6 +507,9 @@ def _empty_variance() -> pd.DataFrame:
                          "count_date": pd.Series([], dtype="datetime64[ns]")})
 
 
+SUMMARY_COLUMNS = ["count_id", "plant_id", "location_id", "item_id", "status", "variance_qty", "uom", "variance_value"]
+
+
 def summary(rows: pd.DataFrame, top: int = 5) -> dict[str, object]:
     """Counts checked, over tolerance, and the largest variances by value."""
     checked = rows[rows["status"] != "baseline"] if not rows.empty else rows

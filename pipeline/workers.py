@@ -60,3 +60,31 @@ def _call(fn: Callable[[Mapping[str, Any], Task], Result], task: Task) -> Result
 
 
 __all__ = ["can_fork", "forked_map"]
+
+
+def give_back_memory() -> None:
+    """Return memory freed by the run to the system: Arrow's pool keeps freed blocks, and so does
+    glibc's malloc (numpy's arrays) below its adaptive mmap threshold, so a process's footprint would
+    stay at its largest transient instead of what it holds."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only; musl has no malloc_trim)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
