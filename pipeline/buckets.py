@@ -156,7 +156,9 @@ class _Totals:
         if not part.demand.empty:
             self.demand.append(self._coded(part.demand, known))
             self.demand_rows += len(part.demand)
-            if self.demand_rows > 2 * max(self.compacted_rows, 1_000_000):
+            # summed when the rows not yet summed are half as many as those that are: the sum's
+            # transient copy stays at 1.5x the distinct keys
+            if self.demand_rows > max(1.5 * self.compacted_rows, 2_000_000):
                 self._compact()
         self.summary.add(part.summary)
         if not part.explode_rejects.empty:
@@ -457,7 +459,9 @@ def _digest_bucket(shared: Mapping[str, Any], files: list[tuple[str, Path]]) -> 
     digester = digesters.get(os.getpid())
     if digester is None:
         digester = digesters[os.getpid()] = _Digester(shared["acceptor"], shared["catalog"], shared["windows"])
-    return digester.digest(_bucket_files(files))
+    partial = digester.digest(_bucket_files(files))
+    workers_.give_back_memory()  # what the bucket's rows took, before the next bucket's are read
+    return partial
 
 
 __all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "read_spilled", "spill", "summarise_accepted"]

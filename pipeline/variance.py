@@ -188,8 +188,9 @@ def variance_scope(inputs: Inputs, scope: pd.DataFrame, config: Config) -> Count
     so a count is touched when the first recomputed date on or after its previous count's date
     is on or before its own date.
     """
-    counts = with_previous_count(inputs.stock_counts).rename(columns={"business_date": "count_date"})
-    counts = counts[counts["plant_id"].isin(set(scope["plant_id"]))].reset_index(drop=True)
+    counts = inputs.stock_counts
+    counts = counts[counts["plant_id"].isin(set(scope["plant_id"]))]  # previous counts are the plant's own
+    counts = with_previous_count(counts).rename(columns={"business_date": "count_date"}).reset_index(drop=True)
     dates = scope.rename(columns={"business_date": "count_date"})[["plant_id", "count_date"]]
     in_scope = counts[["plant_id", "count_date"]].merge(dates.assign(_in=True), on=["plant_id", "count_date"],
                                                         how="left")["_in"].fillna(False).to_numpy(dtype=bool)
