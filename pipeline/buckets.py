@@ -449,7 +449,7 @@ def _digest_all(
     """Each bucket's partial, in bucket order (on forked workers when there are several)."""
     work = [files for files in spilled if files]
     shared = {"acceptor": acceptor, "catalog": catalog.empty_copy(), "windows": variance.CountWindows.like(windows),
-              "digesters": {}}
+              "digesters": {}, "large": len(work) > OVERLAP_MAX_BUCKETS}
     return workers_.forked_map(_digest_bucket, work, workers=workers, shared=shared)
 
 
@@ -460,7 +460,8 @@ def _digest_bucket(shared: Mapping[str, Any], files: list[tuple[str, Path]]) -> 
     if digester is None:
         digester = digesters[os.getpid()] = _Digester(shared["acceptor"], shared["catalog"], shared["windows"])
     partial = digester.digest(_bucket_files(files))
-    workers_.give_back_memory()  # what the bucket's rows took, before the next bucket's are read
+    if shared["large"]:  # what the bucket's rows took goes back before the next bucket's are read
+        workers_.give_back_memory()
     return partial
 
 
