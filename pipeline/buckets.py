@@ -136,9 +136,7 @@ class _Totals:
     catalog: consumption.ExplosionCatalog
     windows: variance.CountWindows
     summary: CompletionSummary = field(default_factory=CompletionSummary)
-    demand: list[pd.DataFrame] = field(default_factory=list)
-    demand_rows: int = 0
-    compacted_rows: int = 0
+    demand: _DemandSums = field(default_factory=lambda: _DemandSums())
     rejects: list[pd.DataFrame] = field(default_factory=list)
     fingerprints: list[pd.DataFrame] = field(default_factory=list)
     watermark: pd.Timestamp | None = None
@@ -154,12 +152,7 @@ class _Totals:
         known[: len(mapping)][given] = mapping[given]
         self.renumber[part.pid] = known
         if not part.demand.empty:
-            self.demand.append(self._coded(part.demand, known))
-            self.demand_rows += len(part.demand)
-            # summed when the rows not yet summed are half as many as those that are: the sum's
-            # transient copy stays at 1.5x the distinct keys
-            if self.demand_rows > max(1.5 * self.compacted_rows, 2_000_000):
-                self._compact()
+            self._add_demand(part.demand, known)
         self.summary.add(part.summary)
         if not part.explode_rejects.empty:
             self.rejects.append(part.explode_rejects)
@@ -169,35 +162,26 @@ class _Totals:
             self.watermark = part.watermark
         self.windows.add(part.touched, part.receipts, part.usage)
 
-    def _coded(self, demand: pd.DataFrame, renumber: np.ndarray) -> pd.DataFrame:
-        """A bucket's demand with integer codes only: the key (which names plant and item), the
-        day, the location (a code into `self.locations`): a third of the memory of the strings."""
+    def _add_demand(self, demand: pd.DataFrame, renumber: np.ndarray) -> None:
+        """A bucket's demand, as integer codes only: the key (which names plant and item), the day,
+        the location (a code into `self.locations`): a third of the memory of the strings."""
         codes, values = pd.factorize(demand["location_id"])
         known = self.locations.get_indexer(values)
         if (known < 0).any():
             self.locations = self.locations.append(pd.Index(values[known < 0]))
             known = self.locations.get_indexer(values)
-        return pd.DataFrame({
-            "key": renumber[demand["key"].to_numpy(dtype="int64")],
-            "day": demand["business_date"].to_numpy(dtype="datetime64[ns]").view("int64"),
-            "location": known[codes].astype("int32"),
-            **{c: demand[c].to_numpy() for c in _DEMAND_SUMS},
-        })
+        self.demand.add(renumber[demand["key"].to_numpy(dtype="int64")],
+                        demand["business_date"].to_numpy(dtype="datetime64[ns]").view("int64"),
+                        known[codes].astype("int64"), {c: demand[c].to_numpy() for c in _DEMAND_SUMS})
 
-    def _compact(self) -> None:
-        """Sum the demand rows of one key across buckets (memory follows distinct keys)."""
-        if len(self.demand) > 1:
-            self.demand = [_summed(pd.concat(self.demand, ignore_index=True))]
-        self.demand_rows = self.compacted_rows = sum(len(d) for d in self.demand)
-
-    def _decoded(self, coded: pd.DataFrame) -> pd.DataFrame:
-        """The demand frame (`consumption.completion_demand`) of coded rows, in its key order
+    def _decoded(self) -> pd.DataFrame:
+        """The demand frame (`consumption.completion_demand`) of the summed codes, in its key order
         (DEMAND_KEYS, then key), found by sorting integer ranks rather than strings."""
-        keys = self.catalog.keys.set_index("key").reindex(np.arange(int(coded["key"].max()) + 1 if len(coded) else 0))
+        key, day, location, sums = self.demand.summed()
+        keys = self.catalog.keys.set_index("key").reindex(np.arange(int(key.max()) + 1 if len(key) else 0))
         plant_rank = pd.factorize(keys["plant_id"], sort=True)[0]
         item_rank = pd.factorize(keys["item_id"], sort=True)[0]
         location_rank = np.argsort(np.argsort(self.locations.to_numpy(dtype=object), kind="stable"))
-        key, day, location = (coded[c].to_numpy() for c in ("key", "day", "location"))
         order = np.lexsort((key, item_rank[key], location_rank[location], day, plant_rank[key]))
         key, location = key[order], location[order]
         empty = consumption.empty_demand()
@@ -208,17 +192,13 @@ class _Totals:
             "location_id": pd.array(self.locations, dtype=text["location_id"]).take(location),
             "item_id": keys["item_id"].astype(text["item_id"]).array.take(key),
             "key": key,
-            **{c: coded[c].to_numpy()[order] for c in _DEMAND_SUMS},
+            **{c: sums[c][order] for c in _DEMAND_SUMS},
         })
         return demand
 
     def result(self, buckets: int) -> CompletionTotals:
-        if self.demand:
-            self._compact()
-            demand = self._decoded(self.demand[0])
-            self.demand = []
-        else:
-            demand = consumption.empty_demand()
+        demand = self._decoded() if self.demand.rows else consumption.empty_demand()
+        self.demand = _DemandSums()
         fingerprints = pd.concat(self.fingerprints, ignore_index=True) if self.fingerprints else pd.DataFrame()
         rejects = pd.concat(self.rejects, ignore_index=True) if self.rejects else empty_quarantine()
         return CompletionTotals(
@@ -228,21 +208,73 @@ class _Totals:
         )
 
 
-def _summed(coded: pd.DataFrame) -> pd.DataFrame:
-    """Coded demand rows (key, day, location, sums) summed per (key, day, location), in order of
-    first appearance; each sum is added up in row order (`np.bincount`), so the result depends on
-    the rows' order only, never on timing."""
-    key, day, location = (coded[c].to_numpy(dtype="int64") for c in ("key", "day", "location"))
-    day_code, days = pd.factorize(day)
-    # codes stay below rows x keys and rows x locations: no overflow short of billions of rows
-    pair_code, pairs = pd.factorize(key * len(days) + day_code)
-    locations = int(location.max()) + 1 if len(location) else 1
-    group, codes = pd.factorize(pair_code * locations + location)
-    pair = pairs[codes // locations]
-    sums = {c: np.bincount(group, weights=coded[c].to_numpy(dtype="float64"), minlength=len(codes))
-            .astype(coded[c].dtype) for c in _DEMAND_SUMS}
-    return pd.DataFrame({"key": pair // len(days), "day": days[pair % len(days)], "location": codes % locations,
-                         **sums})
+_SLOT = 2**31  # a demand code is key x _SLOT + slot, a slot a (day, location) pair's number
+_DAY_NS = 86_400 * 10**9
+
+
+class _DemandSums:
+    """Demand summed per (key, day, location) as bucket partials arrive, in memory that follows the
+    distinct keys: sorted integer codes with one array per sum, merged with the rows not yet summed
+    whenever those reach half as many (or a million). Every sum is added in bucket order, so the
+    result depends on the partials alone, not on timing or the number of workers.
+    """
+
+    MERGE_ROWS = 1_000_000  # pending rows merged at the latest when they are this many
+
+    def __init__(self) -> None:
+        self.codes = np.zeros(0, dtype="int64")  # sorted, unique
+        self.sums: dict[str, np.ndarray] = {}
+        self.slots = pd.Index([], dtype="int64")  # day (days since 1970) x 2**32 + location code
+        self.pending: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self.pending_rows = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.codes) + self.pending_rows
+
+    def add(self, key: np.ndarray, day: np.ndarray, location: np.ndarray, sums: dict[str, np.ndarray]) -> None:
+        """Rows of demand: key (the run's numbering), day (datetime64[ns] as int64), location code."""
+        slot_keys = (day // _DAY_NS) * 2**32 + location
+        slot = self.slots.get_indexer(slot_keys)
+        if (slot < 0).any():
+            self.slots = self.slots.append(pd.Index(pd.unique(slot_keys[slot < 0])))
+            slot = self.slots.get_indexer(slot_keys)
+        self.pending.append((key * _SLOT + slot, sums))
+        self.pending_rows += len(key)
+        if self.pending_rows > max(len(self.codes) // 2, self.MERGE_ROWS):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self.pending:
+            return
+        codes = np.concatenate([c for c, _ in self.pending])
+        order = np.argsort(codes, kind="stable")  # stable: a code's rows stay in bucket order
+        ordered = codes[order]
+        del codes
+        starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+        new = ordered[starts]
+        del ordered
+        sums = {c: np.add.reduceat(np.concatenate([p[c] for _, p in self.pending])[order], starts)
+                for c in self.pending[0][1]}
+        self.pending, self.pending_rows = [], 0
+        if not self.sums:
+            self.sums = {c: v[:0] for c, v in sums.items()}
+        at = np.searchsorted(self.codes, new)
+        found = at < len(self.codes)
+        found[found] = self.codes[at[found]] == new[found]
+        for c, values in sums.items():
+            self.sums[c][at[found]] += values[found]
+        if not found.all():
+            fresh = ~found
+            self.codes = np.insert(self.codes, at[fresh], new[fresh])
+            for c, values in sums.items():
+                self.sums[c] = np.insert(self.sums[c], at[fresh], values[fresh])
+
+    def summed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(key, day as datetime64[ns] int64, location code, sums) per distinct (key, day, location)."""
+        self._merge()
+        slot_keys = self.slots.to_numpy()[self.codes % _SLOT]
+        return self.codes // _SLOT, (slot_keys // 2**32) * _DAY_NS, slot_keys % 2**32, self.sums
 
 
 # ------------------------------------------------------------------------------------ the run's entry

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import buckets, consumption, job, sources, variance
 from pipeline.config import load_config
@@ -260,3 +262,33 @@ def test_every_row_read_is_accepted_quarantined_or_superseded_when_streamed(
     assert stats["movements"].accepted == len(whole.movements) > 0
     assert stats["stock_counts"].accepted == len(whole.stock_counts) > 0
     assert stats["completions"].accepted == len(whole.completions) > 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(st.integers(0, 6), st.integers(-3, 40), st.integers(0, 3),
+                               st.integers(-50, 50), st.integers(0, 4)), max_size=60),
+       cuts=st.lists(st.integers(0, 60), max_size=6), merge_rows=st.integers(1, 8))
+def test_demand_sums_equal_a_group_by_over_every_row(rows: list[tuple[int, int, int, int, int]], cuts: list[int],
+                                                     merge_rows: int) -> None:
+    """The merged demand of partials (however they are cut, merged early or late, with days before
+    1970) is pandas' group-by sum of all their rows: the same keys, every sum exact."""
+    frame = pd.DataFrame(rows, columns=["key", "day", "location", "qty", "completions"])
+    frame["day"] = (pd.Timestamp("1969-12-29") + pd.to_timedelta(frame["day"], unit="D")).astype("datetime64[ns]")
+    frame["qty"] = frame["qty"] / 4.0  # quarters add up exactly in floating point
+    sums = buckets._DemandSums()
+    sums.MERGE_ROWS = merge_rows  # merged early and often
+    bounds = sorted({0, len(frame), *[c for c in cuts if c <= len(frame)]})
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        part = frame.iloc[start:stop]
+        sums.add(part["key"].to_numpy(dtype="int64"), part["day"].to_numpy().view("int64"),
+                 part["location"].to_numpy(dtype="int64"),
+                 {"qty": part["qty"].to_numpy(), "completions": part["completions"].to_numpy(dtype="int64")})
+    if frame.empty:
+        assert sums.rows == 0
+        return
+    key, day, location, got = sums.summed()
+    merged = pd.DataFrame({"key": key, "day": day.view("datetime64[ns]"), "location": location, **got})
+    expected = frame.groupby(["key", "day", "location"], as_index=False)[["qty", "completions"]].sum()
+    pd.testing.assert_frame_equal(merged.sort_values(["key", "day", "location"]).reset_index(drop=True),
+                                  expected, check_dtype=False)
+    assert merged["completions"].dtype == np.int64 and sums.rows == len(expected)
