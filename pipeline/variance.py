@@ -234,7 +234,7 @@ def count_variance(inputs: Inputs, scope: CountScope, config: Config, windows: C
     return finish_variance(out, out["item_id"].map(master["uom_decimals"]), config.tolerances)
 
 
-_CHUNK_ROWS = 1_000_000  # completions expanded into component flows at a time: bounds the transient memory
+_CHUNK_ROWS = 100_000  # completions expanded into component flows at a time: bounds the transient memory
 
 
 class CountWindows:
@@ -252,7 +252,8 @@ class CountWindows:
     """
 
     def __init__(self, counts: pd.DataFrame, items: pd.DataFrame) -> None:
-        self.count_ids = counts["count_id"].to_numpy() if "count_id" in counts.columns else np.arange(len(counts))
+        # as stored (Arrow strings), not a Python object per count
+        self.count_ids = counts["count_id"].array if "count_id" in counts.columns else np.arange(len(counts))
         n = len(counts)
         self.receipts = np.zeros(n)
         self.usage = np.zeros(n)

@@ -8,6 +8,7 @@ up. Where fork is unavailable, or with one worker, the tasks run in this process
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -37,6 +38,9 @@ def forked_map(fn: Callable[[Mapping[str, Any], Task], Result], tasks: Sequence[
         return
     global _SHARED
     _SHARED = shared
+    # what the run holds is moved out of the collector's sight first: a worker's garbage collection
+    # would otherwise write to every object it inherited and copy their pages (copy-on-write)
+    gc.freeze()
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
                                  mp_context=multiprocessing.get_context("fork")) as pool:
@@ -53,6 +57,7 @@ def forked_map(fn: Callable[[Mapping[str, Any], Task], Result], tasks: Sequence[
                     future.cancel()
     finally:
         _SHARED = {}
+        gc.unfreeze()
 
 
 def _call(fn: Callable[[Mapping[str, Any], Task], Result], task: Task) -> Result:
