@@ -47,6 +47,9 @@ _DEMAND_SUMS = ["qty_good", "qty_scrap", "qty", "completions"]
 # above this many buckets, the split finishes before the master data is read: side by side, the
 # split's workers and a large master read would add their peaks
 OVERLAP_MAX_BUCKETS = 40
+# a run of more buckets holds large master data, counts and keys itself: its buckets are made this
+# many times smaller, so that the run and its workers together stay within the same memory
+LARGE_RUN_BUCKET_DIVISOR = 2
 # rows of a file split at a time: a chunk becomes one spill file per bucket, so chunks much smaller
 # than a bucket would make (rows / chunk) x buckets tiny files
 SPILL_CHUNK_ROWS = 1_000_000
@@ -331,7 +334,13 @@ class Spiller:
         self.files = list(files)
         self.bucket_rows = max(1, bucket_rows)
         self.workers = max(1, workers)
-        self.buckets = max(1, math.ceil(sum(f.rows() for f in self.files) / self.bucket_rows))
+        rows = sum(f.rows() for f in self.files)
+        self.buckets = max(1, math.ceil(rows / self.bucket_rows))
+        # a large run: its split finishes before the master data is read, its buckets are smaller,
+        # and its workers give memory back after each bucket
+        self.large = self.buckets > OVERLAP_MAX_BUCKETS
+        if self.large:
+            self.buckets = math.ceil(rows * LARGE_RUN_BUCKET_DIVISOR / self.bucket_rows)
         self.spill_dir = spill_dir
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._pool: ProcessPoolExecutor | None = None
@@ -379,7 +388,8 @@ class Spiller:
             digester = _Digester(acceptor, catalog, variance.CountWindows.like(windows))
             totals.add(digester.digest([(f.source, f.read()) for f in self.files]))
             return totals.result(1)
-        with contextlib.closing(_digest_all(self.spilled(), acceptor, catalog, windows, self.workers)) as parts:
+        with contextlib.closing(_digest_all(self.spilled(), acceptor, catalog, windows, self.workers,
+                                            large=self.large)) as parts:
             for part in parts:
                 totals.add(part)
         return totals.result(self.buckets)
@@ -476,12 +486,12 @@ def _bucket_files(spilled: list[tuple[str, Path]]) -> list[tuple[str, pd.DataFra
 
 def _digest_all(
     spilled: list[list[tuple[str, Path]]], acceptor: CompletionAcceptor, catalog: consumption.ExplosionCatalog,
-    windows: variance.CountWindows, workers: int,
+    windows: variance.CountWindows, workers: int, *, large: bool = False,
 ) -> Generator[_Partial, None, None]:
     """Each bucket's partial, in bucket order (on forked workers when there are several)."""
     work = [files for files in spilled if files]
     shared = {"acceptor": acceptor, "catalog": catalog.empty_copy(), "windows": variance.CountWindows.like(windows),
-              "digesters": {}, "large": len(work) > OVERLAP_MAX_BUCKETS}
+              "digesters": {}, "large": large}
     return workers_.forked_map(_digest_bucket, work, workers=workers, shared=shared)
 
 

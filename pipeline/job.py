@@ -87,7 +87,7 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
         files = sources.landing_files(config.landing)
         # completions are split into buckets on worker processes while the master data is read here
         with _spiller(config, buckets.raw_files(files["completions"])) as spiller:
-            if spiller.buckets > buckets.OVERLAP_MAX_BUCKETS:
+            if spiller.large:  # the split's workers and a large master read would add their peaks
                 spiller.spilled()
             tables = sources.lazy_landing_files(config.landing, skip=["completions"])
             return _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones),

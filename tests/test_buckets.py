@@ -62,15 +62,26 @@ def whole(landing: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict
     return _outputs(warehouse), results[0]
 
 
-@pytest.mark.parametrize("bucket_rows, workers", [(250, 1), (900, 2)])
+@pytest.mark.parametrize("bucket_rows, workers", [(250, 1), (900, 2), (50, 2)])
 def test_a_run_in_buckets_writes_what_one_bucket_writes(
     landing: Path, tmp_path: Path, whole: tuple[dict[str, pd.DataFrame], job.RunResult], bucket_rows: int,
     workers: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """...and staged in batches of a few dates rather than a plant at a time."""
+    """...and staged in batches of a few dates rather than a plant at a time. At 50 rows a bucket the
+    run is a large one (over 40 buckets): split first, in buckets half that size, workers trimming."""
     reference, reference_run = whole
     monkeypatch.setattr(job, "DEMAND_ROWS_PER_BATCH", 40)
+    split: list[tuple[int, bool]] = []
+    digest_all = buckets._digest_all
+
+    def recorded(spilled: list[list[tuple[str, Path]]], *args: object, large: bool = False) -> object:
+        split.append((len(spilled), large))
+        return digest_all(spilled, *args, large=large)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(buckets, "_digest_all", recorded)
     results = _backfill(landing, tmp_path / "wh", bucket_rows=bucket_rows, workers=workers)
+    large = bucket_rows == 50
+    assert split and split[0][1] == large and (split[0][0] > 2 * buckets.OVERLAP_MAX_BUCKETS) == large
     outputs = _outputs(tmp_path / "wh")
     assert reference["quarantine"]["error_code"].nunique() >= 6  # the bad rows are there to be found
     for name in DATASETS:
