@@ -341,6 +341,8 @@ class Spiller:
         self.large = self.buckets > OVERLAP_MAX_BUCKETS
         if self.large:
             self.buckets = math.ceil(rows * LARGE_RUN_BUCKET_DIVISOR / self.bucket_rows)
+        if self.buckets > 1:  # as many buckets for each worker: none idles while another digests its last
+            self.buckets = math.ceil(self.buckets / self.workers) * self.workers
         self.spill_dir = spill_dir
         self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._pool: ProcessPoolExecutor | None = None
