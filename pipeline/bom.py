@@ -154,7 +154,7 @@ def line_requirements(
             "r": r.astype("float64"),
             "valid_from": lines["valid_from"].astype("datetime64[ns]"),
             "valid_to": lines["valid_to"].astype("datetime64[ns]"),
-            "component_phantom": lines["component_item_id"].map(phantom).fillna(False).astype(bool),
+            "component_phantom": lines["component_item_id"].map(phantom).astype("boolean").fillna(False).astype(bool),
             "line_error": pd.Series(error, dtype="str"),
             "line_message": pd.Series(message, dtype="str"),
         }
