@@ -141,7 +141,7 @@ def line_requirements(
         [
             "component " + lines["component_item_id"] + " in the BOM of " + lines["parent_item_id"]
             + " is not in items",
-            "no conversion from " + lines["uom"].fillna("?") + " to " + base.fillna("?")
+            "no conversion from " + lines["uom"].astype(object).fillna("?") + " to " + base.astype(object).fillna("?")
             + " for component " + lines["component_item_id"] + " in the BOM of " + lines["parent_item_id"],
         ],
         default="",
