@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.sources import isin
+
 MAX_LEVELS = 64
 ERROR_PRIORITY = {"UNKNOWN_ITEM": 0, "INVALID": 1, "BOM_CYCLE": 2, "NO_BOM": 3, "NO_UOM_CONVERSION": 4}
 
@@ -132,7 +134,7 @@ def line_requirements(
     factor = conversion_factors(lines, items, conversions)
     scrap = np.where(lines["qty_per"] > 0, 1.0 + lines["scrap_pct"] / 100.0, 1.0)
     r = lines["qty_per"] * factor / lines["base_qty"] * scrap
-    unknown = ~_among(lines["component_item_id"], items["item_id"])
+    unknown = ~isin(lines["component_item_id"], items["item_id"])
     no_conv = ~unknown & factor.isna()
     base = lines["component_item_id"].map(items.set_index("item_id")["uom"])
     error = np.select([unknown, no_conv], ["UNKNOWN_ITEM", "NO_UOM_CONVERSION"], default="")
@@ -200,7 +202,7 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
     errors: list[pd.DataFrame] = []
     results: list[pd.DataFrame] = []
 
-    unknown_root = ~_among(keys["item_id"], items["item_id"])
+    unknown_root = ~isin(keys["item_id"], items["item_id"])
     if unknown_root.any():
         bad = keys[unknown_root]
         errors.append(_errors(bad["key"], "UNKNOWN_ITEM", "item " + bad["item_id"] + " is not in items"))
@@ -277,11 +279,6 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
     requirements = requirements[~requirements["key"].isin(error_frame["key"])]
     requirements = requirements.groupby(["key", "component_item_id"], as_index=False, sort=True)["qty_per_unit"].sum()
     return Explosion(requirements=requirements, errors=error_frame)
-
-
-def _among(values: pd.Series, allowed: pd.Series) -> pd.Series:
-    """`values.isin(allowed)` by one hash lookup (pandas checks Arrow strings against a list value by value)."""
-    return pd.Series(pd.Index(pd.unique(allowed.to_numpy())).get_indexer(values.to_numpy()) >= 0, index=values.index)
 
 
 def _errors(key: pd.Series, code: str | pd.Series, message: pd.Series) -> pd.DataFrame:

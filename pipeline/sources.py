@@ -596,7 +596,7 @@ def _dedupe_by_key(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     return unique[~conflicting], quarantine_rows(table, bad, "DUPLICATE_ID", message), repeated
 
 
-def _isin(values: pd.Series, allowed: pd.Series) -> pd.Series:
+def isin(values: pd.Series, allowed: pd.Series) -> pd.Series:
     """`values.isin(allowed)`; in Arrow when both hold Arrow strings (pandas goes value by value)."""
     if not (_is_arrow_text(values) and _is_arrow_text(allowed)):
         return values.isin(allowed)
@@ -748,7 +748,7 @@ def _in_base_units(
     from pipeline.bom import conversion_factors
 
     probe = frame[["item_id", "uom"]].rename(columns={"item_id": "component_item_id"})
-    known = _isin(frame["item_id"], items["item_id"])
+    known = isin(frame["item_id"], items["item_id"])
     factor = conversion_factors(probe, items, conversions).where(frame["uom"].notna(), 1.0)
     failed = known & factor.isna()  # unknown items are judged (and rejected) elsewhere
     converted = frame.copy(deep=False)
@@ -949,7 +949,7 @@ class InputLoader:
             quarantined.append(rejected)
         # counts and movements of items that do not exist cannot be valued or booked
         for table in ("stock_counts", "movements"):
-            self._reject(table, ~_isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
+            self._reject(table, ~isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
                          lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
         # quantities given in another unit than the item's base unit are converted, or rejected
         for table in ("stock_counts", "movements"):

@@ -346,11 +346,11 @@ def test_text_is_stripped_as_pandas_strips_it_and_kept_when_nothing_changes(valu
 
 
 def test_membership_of_arrow_strings_is_the_one_pandas_computes() -> None:
-    from pipeline.sources import _isin
+    from pipeline.sources import isin
 
     values = pd.Series(["a", None, "b", "ä"], dtype="str", index=[3, 1, 4, 1])
     for allowed in (["a", "ä"], ["b", None], []):
-        pd.testing.assert_series_equal(_isin(values, pd.Series(allowed, dtype="str")), values.isin(allowed))
+        pd.testing.assert_series_equal(isin(values, pd.Series(allowed, dtype="str")), values.isin(allowed))
 
 
 def test_business_date_is_the_day_in_the_plants_time_zone() -> None:
