@@ -404,10 +404,7 @@ class Spiller:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
-        spilled: list[list[tuple[str, Path]]] = [[] for _ in range(self.buckets)]
-        for bucket, _, _, source, path in self._parts:
-            spilled[bucket].append((source, path))
-        return spilled
+        return _per_bucket(self._parts, self.buckets)
 
 
 def summarise_accepted(
@@ -469,8 +466,14 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
 def spill(files: Sequence[RawFile], buckets: int, folder: Path, rows: int = 1_000_000
           ) -> list[list[tuple[str, Path]]]:
     """Per bucket, its (source, spill file) pairs: every file split by a hash of the completion id."""
+    return _per_bucket(sorted(p for number, f in enumerate(files) for p in _spill_file(f, number, buckets, rows, folder)),
+                       buckets)
+
+
+def _per_bucket(parts: list[tuple[int, int, int, str, Path]], buckets: int) -> list[list[tuple[str, Path]]]:
+    """Spilled parts (bucket, file, chunk, source, spill file), in that order, as each bucket's
+    (source, spill file) pairs."""
     out: list[list[tuple[str, Path]]] = [[] for _ in range(buckets)]
-    parts = sorted(p for number, f in enumerate(files) for p in _spill_file(f, number, buckets, rows, folder))
     for bucket, _, _, source, path in parts:
         out[bucket].append((source, path))
     return out
