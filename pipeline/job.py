@@ -377,7 +377,7 @@ def _process(
             sort_by=["location_id", "item_id", "counted_at"])
         txn.replace("bom_accuracy", accuracy, [{"plant_id": plant}], sort_by=["component_item_id"])
         variance_parts.append(variance_rows[variance.SUMMARY_COLUMNS])
-        accuracy_parts.append(accuracy["flag"] if "flag" in accuracy.columns else pd.Series([], dtype="str"))
+        accuracy_parts.append(accuracy["flag"])
         del counts, variance_rows, accuracy
     variance_rows = pd.concat(variance_parts, ignore_index=True) if variance_parts else \
         pd.DataFrame(columns=variance.SUMMARY_COLUMNS)

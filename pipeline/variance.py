@@ -360,7 +360,7 @@ def count_windows(stock_counts: pd.DataFrame, items: pd.DataFrame) -> CountWindo
 
 
 _DENSE_MAX = 20_000_000  # (place x item) grid cells for a direct stock-key lookup table (160 MB)
-_CELLS_MAX = 4_000_000  # (stock key x time cell) entries of the window search table (16 MB)
+_CELLS_MAX = 4_000_000  # (stock key x time cell) entries of the window search table (32 MB)
 
 
 class _WindowFinder:
