@@ -16,7 +16,6 @@ import pandas as pd
 
 from pipeline.sources import isin
 
-MAX_LEVELS = 64
 ERROR_PRIORITY = {"UNKNOWN_ITEM": 0, "INVALID": 1, "BOM_CYCLE": 2, "NO_BOM": 3, "NO_UOM_CONVERSION": 4}
 
 
@@ -37,7 +36,7 @@ def item_boundaries(lines: pd.DataFrame) -> pd.DataFrame:
     """Per (plant, item): every validity boundary of a line reachable from it through phantoms.
 
     lines: plant-resolved lines (see `plant_lines`). The closure follows phantom components level
-    by level until no new boundary appears (cycles end it too: the set only grows, and is finite).
+    by level until no new boundary appears (cycles end it too).
     """
     direct = pd.concat([
         lines[["plant_id", "parent_item_id", "valid_from"]].rename(columns={"valid_from": "boundary"}),
@@ -46,7 +45,7 @@ def item_boundaries(lines: pd.DataFrame) -> pd.DataFrame:
     edges = lines.loc[lines["component_phantom"], ["plant_id", "parent_item_id", "component_item_id"]]
     edges = edges.drop_duplicates().rename(columns={"parent_item_id": "item_id", "component_item_id": "child"})
     known, frontier = direct, direct
-    for _ in range(MAX_LEVELS):
+    while True:  # ends: the set of (plant, item, boundary) only grows, and is finite
         reached = edges.merge(frontier.rename(columns={"item_id": "child"}), on=["plant_id", "child"])
         reached = reached[["plant_id", "item_id", "boundary"]].drop_duplicates()
         fresh = reached.merge(known, on=["plant_id", "item_id", "boundary"], how="left", indicator=True)
@@ -94,7 +93,7 @@ def conversion_factors(
     generic row read backwards. An item-specific row beats a generic one.
     """
     base = lines["component_item_id"].map(items.set_index("item_id")["uom"])
-    line_uom = lines["uom"].fillna(base)
+    line_uom = lines["uom"].astype(object).fillna(base.astype(object))
     factor = pd.Series(np.where(line_uom == base, 1.0, np.nan), index=lines.index)
     if conversions.empty:
         return factor
@@ -220,11 +219,9 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
     line_columns = ["plant_id", "parent_item_id", "component_item_id", "r", "valid_from", "valid_to",
                     "component_phantom", "line_error", "line_message"]
     level = 0
+    # No level cap: a path that never revisits an item is at most as long as there are items, and a
+    # revisit ends its path as BOM_CYCLE, so the loop ends on every BOM however deep.
     while not frontier.empty:
-        if level >= MAX_LEVELS:
-            errors.append(_errors(frontier["key"], "BOM_CYCLE",
-                                  "BOM deeper than " + str(MAX_LEVELS) + " levels: " + frontier["path"]))
-            break
         frontier = frontier.reset_index(drop=True)
         frontier["row"] = np.arange(len(frontier))
         joined = frontier.merge(lines[line_columns], on=["plant_id", "parent_item_id"], how="inner")

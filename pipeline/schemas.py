@@ -65,9 +65,10 @@ class Bom(_Input):
     valid_to: Series[pd.Timestamp] = pa.Field(nullable=True, default=None)
 
     @pa.dataframe_check(ignore_na=False)
-    def valid_from_before_valid_to(cls, df: pd.DataFrame) -> Series[bool]:
-        """An effectivity interval must not be empty."""
-        return df["valid_from"].isna() | df["valid_to"].isna() | (df["valid_from"] < df["valid_to"])
+    def valid_from_not_after_valid_to(cls, df: pd.DataFrame) -> Series[bool]:
+        """An effectivity interval must not run backwards. An empty one (valid_from == valid_to) is
+        allowed: the line is effective on no date, so it simply never applies."""
+        return df["valid_from"].isna() | df["valid_to"].isna() | (df["valid_from"] <= df["valid_to"])
 
 
 class Completions(_Input):
@@ -130,6 +131,8 @@ INPUT_KEYS: dict[str, str | None] = {
     "movements": "movement_id",
 }
 DATE_COLUMNS = frozenset({"valid_from", "valid_to"})
+# The columns each row-wide (dataframe) check reads: a quarantine message names only these.
+ROW_CHECK_COLUMNS: dict[str, tuple[str, ...]] = {"valid_from_not_after_valid_to": ("valid_from", "valid_to")}
 
 
 def column_kinds(table: str) -> dict[str, str]:
@@ -176,7 +179,6 @@ ERROR_CODES = (
     "BOM_CYCLE",
     "NO_UOM_CONVERSION",
     "DUPLICATE_ID",
-    "UNKNOWN_LOCATION",  # stock counts only: a location with no completions or movements
 )
 
 _ts = pa_arrow.timestamp("us", tz="UTC")

@@ -456,8 +456,7 @@ def validate_table(
             f"table {table}: {first['check']} failed for column {first['column']}"
         )
     row_cases = row_cases.assign(index=row_cases["index"].astype("int64"))
-    row_cases["text"] = _failure_text(row_cases)
-    messages = row_cases.groupby("index", sort=True)["text"].agg("; ".join)
+    messages = _failure_messages(row_cases)
     bad_index = messages.index
     bad_rows = typed.loc[bad_index]
     original = raw.loc[bad_index] if raw is not None else bad_rows
@@ -480,7 +479,33 @@ def _for_pandera(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _failure_text(cases: pd.DataFrame) -> pd.Series:
+def _failure_messages(cases: pd.DataFrame) -> pd.Series:
+    """One message per failing row (index: the row's index), its failures joined by "; ".
+
+    A row-wide check is one failure naming the columns it reads ("valid_from = 2026-03-02, valid_to =
+    2026-03-01 fails valid_from_not_after_valid_to"): pandera reports it once for every column, and a
+    null in a nullable column it does not read is no failure."""
+    row_wide = cases["schema_context"].astype("str").eq("DataFrameSchema")
+    per_column = cases[~row_wide].assign(text=_column_failure_text(cases[~row_wide]))
+    reads = pd.DataFrame([(check, column) for check, columns in schemas.ROW_CHECK_COLUMNS.items()
+                          for column in columns], columns=["check", "column"])
+    wide = cases[row_wide].astype({"check": "str", "column": "str"}).merge(reads, on=["check", "column"])
+    wide = wide.assign(text=wide["column"] + " = " + wide["failure_case"].map(_shown_value).astype("str"))
+    wide = wide.groupby(["index", "check"], sort=False)["text"].agg(", ".join).reset_index()
+    wide["text"] = wide["text"] + " fails " + wide["check"]
+    texts = pd.concat([per_column[["index", "text"]], wide[["index", "text"]]], ignore_index=True)
+    return texts.groupby("index", sort=True)["text"].agg("; ".join)
+
+
+def _shown_value(value: object) -> str:
+    if value is None or value != value:
+        return "missing"
+    if isinstance(value, pd.Timestamp) and value == value.normalize():
+        return value.date().isoformat()
+    return repr(value)
+
+
+def _column_failure_text(cases: pd.DataFrame) -> pd.Series:
     column = cases["column"].astype("str")
     check = cases["check"].astype("str")
     value = cases["failure_case"].map(lambda v: "missing" if v is None or v != v else repr(v))
@@ -811,7 +836,6 @@ class CompletionSummary:
     superseded: int = 0
     accepted: int = 0
     quarantine: list[pd.DataFrame] = field(default_factory=list)
-    sites: list[pd.DataFrame] = field(default_factory=list)  # (plant_id, location_id) with completions
     seen: set[str] = field(default_factory=set)  # plants named by a completion, accepted or not
 
     def add(self, other: CompletionSummary) -> None:
@@ -819,10 +843,7 @@ class CompletionSummary:
         self.superseded += other.superseded
         self.accepted += other.accepted
         self.quarantine.extend(other.quarantine)
-        self.sites.extend(other.sites)
         self.seen |= other.seen
-        if len(self.sites) > 1:
-            self.sites = [pd.concat(self.sites, ignore_index=True).drop_duplicates()]
 
 
 @dataclass
@@ -837,8 +858,7 @@ class CompletionBatch:
     def summary(self) -> CompletionSummary:
         seen = set(self.accepted["plant_id"].dropna().unique()) | set(self.quarantine["plant_id"].dropna())
         return CompletionSummary(read=self.read, superseded=self.superseded, accepted=len(self.accepted),
-                                 quarantine=[self.quarantine] if not self.quarantine.empty else [],
-                                 sites=[self.accepted[["plant_id", "location_id"]].drop_duplicates()], seen=seen)
+                                 quarantine=[self.quarantine] if not self.quarantine.empty else [], seen=seen)
 
 
 @dataclass
@@ -941,7 +961,6 @@ class InputLoader:
         self.accepted = accepted
         self.quarantined = quarantined
         self.stats = stats
-        self._movement_sites: pd.DataFrame | None = None
 
         for table in ("stock_counts", "movements"):
             frame, rejected = _dated(table, accepted[table], self.bad_plants, self.zones)
@@ -966,7 +985,7 @@ class InputLoader:
 
     @property
     def stock_counts(self) -> pd.DataFrame:
-        """The counts accepted so far (before the check for stock points without flows)."""
+        """The accepted counts."""
         return self.accepted["stock_counts"]
 
     def _reject(self, table: str, mask: pd.Series, code: str, message: Callable[[pd.DataFrame], pd.Series]) -> None:
@@ -990,17 +1009,10 @@ class InputLoader:
         rejects = [q for q in self.quarantined if not q.empty]
         return _broken_bom(pd.concat(rejects, ignore_index=True) if rejects else empty_quarantine())
 
-    def movement_sites(self) -> pd.DataFrame:
-        """The (plant_id, location_id) pairs of the accepted movements (kept when the rows are let go)."""
-        if self._movement_sites is None:
-            return self.accepted["movements"][["plant_id", "location_id"]].drop_duplicates()
-        return self._movement_sites
-
     def let_go_of_movements(self) -> pd.DataFrame:
         """The accepted movements, no longer held here: `finish` gives inputs without movement rows,
         for a caller that keeps only what it needs of them."""
         movements = self.accepted["movements"]
-        self._movement_sites = self.movement_sites()
         self.accepted["movements"] = empty_like(movements)
         return movements
 
@@ -1018,25 +1030,10 @@ class InputLoader:
         accepted, quarantined = self.accepted, [*self.quarantined, *summary.quarantine]
         stat = TableStats(read=summary.read, accepted=summary.accepted, superseded=summary.superseded)
         seen = summary.seen
-        sites = pd.concat(summary.sites, ignore_index=True) if summary.sites else accepted["movements"].iloc[0:0]
         zones = plant_timezones(accepted["plants"], (self.seen | seen) - self.bad_plants, self.overrides)
-
-        # a count at a location where nothing is ever produced or moved is a typo, not a stock point
-        flows_at = pd.concat([sites[["plant_id", "location_id"]], self.movement_sites()]).drop_duplicates()
+        # a count at a location with no completions or movements is a stock point like any other:
+        # its book stock is its opening quantity (issue 12; UNKNOWN_LOCATION is no longer a code)
         counts = accepted["stock_counts"]
-        known_location = counts.merge(flows_at, on=["plant_id", "location_id"], how="left", indicator=True)[
-            "_merge"].eq("both").to_numpy()
-        if not known_location.all():
-            rows = counts[~known_location]
-            quarantined.append(
-                quarantine_rows(
-                    "stock_counts", rows, "UNKNOWN_LOCATION",
-                    "location " + rows["location_id"].map(repr) + " of plant " + rows["plant_id"].map(repr)
-                    + " has no completions or movements",
-                )
-            )
-            counts = counts[known_location].reset_index(drop=True)
-
         quarantine = pd.concat([q for q in quarantined if not q.empty] or [empty_quarantine()], ignore_index=True)
         # a rejected row whose plant and moment could be read belongs to its own business date
         undated = quarantine["business_date"].isna() & quarantine["event_at"].notna() & quarantine["plant_id"].notna()

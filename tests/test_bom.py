@@ -373,3 +373,63 @@ def test_effectivity_epochs_follow_each_items_own_reachable_lines() -> None:
     got = {(int(k), c): q for k, c, q in per_key.itertuples(index=False)}
     # before 03-05: RM1 2 per FG; from 03-05: RM2 3 per FG (through the phantom, 1 per FG)
     assert got == {(0, "RM1"): 2.0, (1, "RM1"): 2.0, (2, "RM2"): 3.0, (3, "RM2"): 3.0}
+
+
+# ------------------------------------------------------------------ deep chains (issue 12.4)
+
+
+def test_a_chain_of_100_nested_phantoms_explodes_and_a_revisit_at_depth_70_is_a_cycle(tmp_path: Path) -> None:
+    """FG > PH1 > PH2 > ... > PH100 > RM: no item is revisited, so it explodes however deep it is.
+    Every link has qty_per 1 except FG > PH1 (2) and PH100 > RM (3): 1 FG needs 2 * 1^99 * 3 = 6 RM,
+    5 FG need 30. The line from PH100 to RM starts on 03-02: on 03-01 PH100 has no effective BOM
+    (the boundary is found through all 100 levels). G > PG1 > ... > PG70 > PG1 revisits PG1 on its
+    path at depth 70: BOM_CYCLE, not a depth limit."""
+    chain = [f"PH{i}" for i in range(1, 101)]
+    loop = [f"PG{i}" for i in range(1, 71)]
+    links = ([line("FG", chain[0], 2)] + [line(a, b, 1) for a, b in zip(chain, chain[1:], strict=False)]
+             + [line(chain[-1], "RM", 3, valid_from="2026-03-02")]
+             + [line("G", loop[0], 1)] + [line(a, b, 1) for a, b in zip(loop, loop[1:], strict=False)]
+             + [line(loop[-1], loop[0], 1)])
+    landing = make_landing(
+        tmp_path,
+        items=[item("FG"), item("G"), item("RM")] + [item(p, phantom=True) for p in chain + loop],
+        bom=links,
+        completions=[completion("C1", "FG", 5), completion("C2", "G", 1),
+                     completion("C0", "FG", 1, at="2026-03-01T10:00:00Z")],
+    )
+    run(tmp_path, landing, ["2026-03-01", DAY])
+    assert adjustments_of(tmp_path) == approx({("P1", "L1", "FG", "production_receipt"): 5.0,
+                                               ("P1", "L1", "RM", "backflush_issue"): -30.0})
+    quarantine = read(tmp_path, "quarantine").set_index("source_key")
+    assert quarantine.loc["C2", "error_code"] == "BOM_CYCLE"
+    assert quarantine.loc["C2", "message"].endswith("PG70 > PG1")
+    assert quarantine.loc["C0", "error_code"] == "NO_BOM"  # PH100's only line starts on 03-02
+    assert "PH100" in quarantine.loc["C0", "message"]
+
+
+# ------------------------------------------------------------------ empty effectivity (issue 12.5)
+
+
+def test_a_line_valid_from_equal_to_valid_to_never_applies_and_is_not_invalid(tmp_path: Path) -> None:
+    """FG's line to A is effective on [03-02, 03-02): no date. It breaks no type or range, so it is not
+    quarantined and never applies: 4 FG issue only B, 4 * 1.5 = 6. A line whose interval runs
+    backwards (valid_from after valid_to) is still INVALID, and its message names the two dates, not
+    the nullable columns that are empty (plant_id, uom)."""
+    landing = make_landing(
+        tmp_path,
+        items=[item("FG"), item("G"), item("A"), item("B")],
+        bom=[line("FG", "A", 2, valid_from=DAY, valid_to=DAY), line("FG", "B", 1.5),
+             line("G", "A", 1, valid_from="2026-03-05", valid_to="2026-03-01")],
+        completions=[completion("C1", "FG", 4), completion("C2", "G", 1)],
+    )
+    run(tmp_path, landing, [DAY])
+    assert adjustments_of(tmp_path) == approx({("P1", "L1", "FG", "production_receipt"): 4.0,
+                                               ("P1", "L1", "B", "backflush_issue"): -6.0})
+    quarantine = read(tmp_path, "quarantine")
+    bom_rows = quarantine[quarantine["table"] == "bom"]
+    assert list(bom_rows["source_key"]) == ["*:G>A"]
+    message = bom_rows["message"].iloc[0]
+    assert message == "valid_from = 2026-03-05, valid_to = 2026-03-01 fails valid_from_not_after_valid_to"
+    assert "missing" not in message
+    completions = quarantine[quarantine["table"] == "completions"].set_index("source_key")
+    assert list(completions.index) == ["C2"] and completions.loc["C2", "error_code"] == "INVALID"

@@ -366,15 +366,23 @@ def test_bad_counts_are_quarantined(tmp_path: Path) -> None:
     assert variance_by_count(tmp_path).loc["K1", "variance_qty"] == -30.0  # 1,070 - 1,100
 
 
-def test_counts_at_an_unknown_location_are_quarantined(tmp_path: Path) -> None:
-    counts = [*WORKED["stock_counts"], count("K-NOWHERE", "RM", "2026-03-02T18:00:00Z", 5, location="L9")]
+def test_counts_at_a_location_without_completions_or_movements_get_variance_rows(tmp_path: Path) -> None:
+    """Issue 12's decision: L9 has no completions and no movements, yet it is a stock point. Its first
+    count (K9a, 5 kg) is a baseline; the next (K9b, 4 kg) has book stock = the opening 5 (nothing flowed),
+    so variance = 4 - 5 = -1 kg, valued at 3.00/kg = -3.00, and no row is quarantined."""
+    counts = [*WORKED["stock_counts"], count("K9a", "RM", "2026-03-02T07:00:00Z", 5, location="L9"),
+              count("K9b", "RM", "2026-03-02T19:00:00Z", 4, location="L9")]
     run(tmp_path, make_landing(tmp_path, **{**WORKED, "stock_counts": counts}), ["2026-03-02"])
-    assert "K-NOWHERE" not in variance_by_count(tmp_path).index
+    got = variance_by_count(tmp_path)
+    assert got.loc["K9a", "status"] == "baseline" and got.loc["K9a", "counted_qty"] == 5.0
+    assert pd.isna(got.loc["K9a", "book_qty"])
+    k9b = got.loc["K9b"]
+    assert (k9b["opening_qty"], k9b["movements_qty"], k9b["receipts_qty"], k9b["theoretical_usage_qty"]) == (
+        5.0, 0.0, 0.0, 0.0)
+    assert (k9b["book_qty"], k9b["variance_qty"], k9b["variance_value"]) == (5.0, -1.0, -3.0)
+    assert got.loc["K1", "variance_qty"] == -30.0  # L1 is unaffected: 1,070 - 1,100
     q = read(tmp_path, "quarantine")
-    row = q[(q["table"] == "stock_counts") & (q["source_key"] == "K-NOWHERE")]
-    assert list(row["error_code"]) == ["UNKNOWN_LOCATION"]
-    assert "L9" in row["message"].iloc[0]
-    assert row["business_date"].iloc[0] == pd.Timestamp("2026-03-02")
+    assert q[q["table"] == "stock_counts"].empty
 
 
 # ------------------------------------------------------------------ BOM accuracy
