@@ -27,7 +27,8 @@ from pipeline.sources import Inputs
 from pipeline.warehouse import Transaction, Warehouse, encode_segment
 
 log = logging.getLogger("backflush")
-INPUT_TABLES = ("plants", "items", "uom_conversions", "bom", "completions", "stock_counts", "movements")
+INPUT_TABLES = ("plants", "items", "uom_conversions", "bom", "completions", "stock_counts", "movements",
+                "item_costs")
 GLOBAL_FILE = "part-global.parquet"  # quarantine rows without a plant (master data)
 
 
@@ -245,7 +246,7 @@ def _daily_frames(shared: Mapping[str, Any], plant: str, dates: list[pd.Timestam
     items = shared["items"]
     flows = consumption.component_flows(part_demand, shared["requirements"])
     consumed = consumption.theoretical_consumption(flows, items, sort=False)
-    adjustments = ledger.adjustments(part_demand, flows, items)
+    adjustments = ledger.adjustments(part_demand, flows, items, shared["item_costs"])
     del flows
     import pyarrow.dataset as ds
 
@@ -314,7 +315,7 @@ def _process(
                for dates in _date_batches(scope[scope["plant_id"] == plant], demand[demand["plant_id"] == plant])]
     day = ["plant_id", "business_date"]
     shared: dict[str, Any] = {
-        "demand": demand, "requirements": totals.requirements, "items": inputs.items, "scope": scope,
+        "demand": demand, "requirements": totals.requirements, "items": inputs.items, "item_costs": inputs.item_costs, "scope": scope,
         "warehouse": config.warehouse, "run_id": run_id, "started": started,
         "rejected": quarantine[quarantine["table"] == "completions"].groupby(day).size().to_dict(),
     }

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.costs import costs_in_force
 from pipeline.rounding import round_half_away
 
 ADJUSTMENT_KEY = ["plant_id", "business_date", "location_id", "item_id", "kind"]
@@ -126,11 +127,13 @@ def _date_text(keys: _Keys, rows: np.ndarray) -> pd.Series:
     return pd.Series(keys.values[1].strftime(_DATE_FORMAT).take(keys.codes[1][rows]))
 
 
-def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame,
+                item_costs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One desired posting per (plant, date, location, item, kind), rounded once at uom_decimals.
 
     production_receipt: + good units of the produced item; backflush_issue: − consumed units of
-    each backflushed component; byproduct_receipt: + units of each by-product.
+    each backflushed component; byproduct_receipt: + units of each by-product. `value` is the
+    rounded quantity at the standard cost in force on the business date (`costs.costs_in_force`).
     """
     keys = _keys([[demand["plant_id"], flows["plant_id"]], [demand["business_date"], flows["business_date"]],
                   [demand["location_id"], flows["location_id"]], [demand["item_id"], flows["component_item_id"]]])
@@ -167,6 +170,8 @@ def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame) 
         "uom": items["uom"].array.take(item_rows, allow_fill=True),
         "value": rounded * _numbers(items["standard_cost"], item_rows),
     }, copy=False)
+    if item_costs is not None and not item_costs.empty:
+        out["value"] = rounded * costs_in_force(out["item_id"], out["business_date"], items, item_costs)
     out["adjustment_id"] = stable_ids(out["plant_id"], _date_text(keys, first), out["location_id"], out["item_id"],
                                       out["kind"])
     return out

@@ -42,6 +42,15 @@ class Items(_Input):
     uom_decimals: Series[int] = pa.Field(ge=0, le=UOM_DECIMALS_MAX, default=3)
 
 
+class ItemCosts(_Input):
+    """Standard cost history: `standard_cost` is in force from `valid_from` (a business date) until the
+    item's next row; before its first row the item's `items.standard_cost` applies (issue 16)."""
+
+    item_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    valid_from: Series[pd.Timestamp]
+    standard_cost: Series[float] = pa.Field(ge=0, le=MAX_ABS_QTY)
+
+
 class UomConversions(_Input):
     """1 from_uom = factor to_uom; item_id null means valid for every item."""
 
@@ -119,8 +128,9 @@ INPUT_MODELS: dict[str, type[_Input]] = {
     "completions": Completions,
     "stock_counts": StockCounts,
     "movements": Movements,
+    "item_costs": ItemCosts,
 }
-OPTIONAL_TABLES = frozenset({"plants", "uom_conversions", "movements"})
+OPTIONAL_TABLES = frozenset({"plants", "uom_conversions", "movements", "item_costs"})
 INPUT_KEYS: dict[str, str | None] = {
     "plants": "plant_id",
     "items": "item_id",
@@ -129,6 +139,12 @@ INPUT_KEYS: dict[str, str | None] = {
     "completions": "completion_id",
     "stock_counts": "count_id",
     "movements": "movement_id",
+    "item_costs": None,
+}
+# Tables without an id: rows with the same natural key and different content are DUPLICATE_ID.
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "uom_conversions": ("item_id", "from_uom", "to_uom"),
+    "item_costs": ("item_id", "valid_from"),
 }
 DATE_COLUMNS = frozenset({"valid_from", "valid_to"})
 # The columns each row-wide (dataframe) check reads: a quarantine message names only these.

@@ -67,6 +67,7 @@ class Inputs:
     movements: pd.DataFrame
     quarantine: pd.DataFrame
     stats: dict[str, TableStats] = field(default_factory=dict)
+    item_costs: pd.DataFrame = field(default_factory=lambda: _empty_typed("item_costs"))
     broken_bom: pd.DataFrame = field(default_factory=lambda: _broken_bom(empty_quarantine()))
 
 
@@ -559,6 +560,9 @@ def source_keys(table: str, rows: pd.DataFrame) -> pd.Series:
             + ":" + rows["from_uom"].astype("str")
             + ">" + rows["to_uom"].astype("str")
         )
+    if table == "item_costs":
+        valid_from = pd.to_datetime(rows["valid_from"], errors="coerce")
+        return rows["item_id"].astype("str") + "@" + valid_from.dt.strftime("%Y-%m-%d").fillna("?")
     return rows.get("_source", pd.Series("", index=rows.index))
 
 
@@ -605,18 +609,24 @@ def quarantine_rows(
 def _dedupe_by_key(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Identical repeats collapse to one row; conflicting rows with one key are DUPLICATE_ID."""
     key = schemas.INPUT_KEYS[table]
-    if key is None or frame.empty or not _repeated(frame[key]).any():
+    natural = schemas.NATURAL_KEYS.get(table)
+    if frame.empty or (key is None and natural is None):
+        return frame, empty_quarantine(), 0
+    values = frame[key] if key is not None else source_keys(table, frame)
+    if not _repeated(values).any():
         return frame, empty_quarantine(), 0
     content = list(schemas.column_kinds(table))
     unique = frame.drop_duplicates(subset=content)
     repeated = len(frame) - len(unique)
-    conflicting = unique[key].duplicated(keep=False)
+    values = values.loc[unique.index]
+    conflicting = values.duplicated(keep=False)
     if not conflicting.any():
         return unique, empty_quarantine(), repeated
     bad = unique[conflicting]
+    named = values[conflicting]
     message = (
-        f"{key} " + bad[key].astype("str").map(repr) + " has conflicting rows ("
-        + bad.groupby(key)[key].transform("size").astype("str") + " versions)"
+        f"{key or ' / '.join(natural or ())} " + named.astype("str").map(repr) + " has conflicting rows ("
+        + named.groupby(named).transform("size").astype("str") + " versions)"
     )
     return unique[~conflicting], quarantine_rows(table, bad, "DUPLICATE_ID", message), repeated
 
@@ -912,8 +922,8 @@ class InputLoader:
 
     The constructor coerces and checks every table but completions; `acceptor()` accepts the
     completions of some files (any number of times, for disjoint sets of completion ids, in this
-    process or another); `finish` runs the checks that need every completion (stock points
-    without flows) and returns the inputs.
+    process or another); `finish` files what was rejected under business dates and returns the
+    inputs.
     """
 
     def __init__(
@@ -966,8 +976,8 @@ class InputLoader:
             frame, rejected = _dated(table, accepted[table], self.bad_plants, self.zones)
             accepted[table] = frame
             quarantined.append(rejected)
-        # counts and movements of items that do not exist cannot be valued or booked
-        for table in ("stock_counts", "movements"):
+        # counts, movements and costs of items that do not exist cannot be valued or booked
+        for table in ("stock_counts", "movements", "item_costs"):
             self._reject(table, ~isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
                          lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
         # quantities given in another unit than the item's base unit are converted, or rejected
@@ -1053,6 +1063,7 @@ class InputLoader:
             completions=completions,
             stock_counts=counts,
             movements=accepted["movements"],
+            item_costs=accepted["item_costs"],
             quarantine=quarantine,
             stats=stats,
         )

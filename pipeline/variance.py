@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline import schemas
 from pipeline.config import Config, Tolerances
+from pipeline.costs import costs_in_force
 from pipeline.rounding import round_half_away
 from pipeline.sources import Inputs
 
@@ -229,7 +230,7 @@ def count_variance(inputs: Inputs, scope: CountScope, config: Config, windows: C
         out[column] = sums[column].fillna(0.0).to_numpy()
     out = out.rename(columns={"usage_qty": "theoretical_usage_qty"})
     out["backflushed"] = out["item_id"].map(master["backflush"]).astype(bool)
-    out["standard_cost"] = out["item_id"].map(master["standard_cost"]).astype("float64")
+    out["standard_cost"] = costs_in_force(out["item_id"], out["count_date"], inputs.items, inputs.item_costs)
     out["uom"] = out["item_id"].map(master["uom"])
     return finish_variance(out, out["item_id"].map(master["uom_decimals"]), config.tolerances)
 

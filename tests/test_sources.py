@@ -391,3 +391,29 @@ def test_completions_in_other_units_when_every_item_is_rejected_are_unknown_item
     rejected = read(tmp_path, "quarantine").set_index("table")
     assert rejected.loc["completions", "source_key"] == "C1"
     assert rejected.loc["items", "error_code"] == "INVALID"
+
+
+def test_conflicting_conversion_rows_are_all_duplicate_id(tmp_path: Path) -> None:
+    """Two rows for kg -> g of RM (1,000 and 100) cannot both be right: both are DUPLICATE_ID (docs/
+    decisions.md), and an identical repeat of the generic L -> ML row is one row. FG's line in kg then
+    has no conversion (NO_UOM_CONVERSION); GX's line of 2 L of the ML item W needs 2 x 1,000 = 2,000 ML."""
+    landing = make_landing(
+        tmp_path,
+        items=[{"item_id": "FG", "uom": "EA"}, {"item_id": "GX", "uom": "EA"}, {"item_id": "RM", "uom": "g"},
+               {"item_id": "W", "uom": "ML"}],
+        bom=[{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 1, "uom": "kg"},
+             {"parent_item_id": "GX", "component_item_id": "W", "qty_per": 2, "uom": "L"}],
+        uom_conversions=[{"item_id": "RM", "from_uom": "kg", "to_uom": "g", "factor": 1000},
+                         {"item_id": "RM", "from_uom": "kg", "to_uom": "g", "factor": 100},
+                         {"item_id": "", "from_uom": "L", "to_uom": "ML", "factor": 1000},
+                         {"item_id": "", "from_uom": "L", "to_uom": "ML", "factor": 1000}],
+        completions=[completion("C1", 1), {**completion("C2", 1), "item_id": "GX"}],
+    )
+    run(tmp_path, landing, [DAY])
+    q = read(tmp_path, "quarantine")
+    conversions = q[q["table"] == "uom_conversions"]
+    assert conversions["error_code"].tolist() == ["DUPLICATE_ID", "DUPLICATE_ID"]
+    assert set(conversions["source_key"]) == {"RM:kg>g"}
+    assert q.set_index("source_key").loc["C1", "error_code"] == "NO_UOM_CONVERSION"
+    assert adjustments_of(tmp_path) == {("L1", "GX", "production_receipt"): 1.0,
+                                        ("L1", "W", "backflush_issue"): -2000.0}
