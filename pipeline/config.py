@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import tomllib
 from collections.abc import Mapping
@@ -64,6 +65,9 @@ class Config:
     bucket_rows: int = 300_000
     workers: int = 2  # processes digesting buckets when there are several (1: all in the run's own process)
     spill_dir: str | None = None  # where buckets are spilled (default: the system's temporary folder)
+    # posting periods through this business date are closed: their postings never change, a correction
+    # posts its delta on the first open date (see pipeline/periods.py; a `periods` table closes more)
+    closed_through: dt.date | None = None
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed; None values are ignored."""
@@ -108,6 +112,13 @@ def _from_mapping(data: Mapping[str, Any]) -> Config:
         kwargs["tolerances"] = Tolerances(**kwargs["tolerances"])
     if "sql" in kwargs:
         kwargs["sql"] = SqlSource(**kwargs["sql"])
+    if isinstance(kwargs.get("closed_through"), str):
+        try:
+            kwargs["closed_through"] = dt.date.fromisoformat(kwargs["closed_through"])
+        except ValueError as exc:
+            raise ConfigError(f"closed_through = {kwargs['closed_through']!r} is not a date (YYYY-MM-DD)") from exc
+    if isinstance(kwargs.get("closed_through"), dt.datetime):
+        raise ConfigError("closed_through must be a date (YYYY-MM-DD), not a date and time")
     try:
         config = Config(**kwargs)
     except TypeError as exc:

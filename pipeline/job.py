@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipeline import __version__, buckets, consumption, ledger, sources, variance
+from pipeline import __version__, buckets, consumption, ledger, periods, sources, variance
 from pipeline import workers as workers_
 from pipeline.config import Config
 from pipeline.progress import SILENT, Progress
@@ -251,10 +251,12 @@ def _daily_frames(shared: Mapping[str, Any], plant: str, dates: list[pd.Timestam
     import pyarrow.dataset as ds
 
     days = pa.array([d.date() for d in dates], pa.date32())
-    posted = Warehouse(shared["warehouse"]).read(
-        "postings", filters=(ds.field("plant_id") == plant) & ds.field("business_date").isin(days))
+    # a posting counts for the date it is for (files from before closed periods have only business_date)
+    is_for = ds.field("for_business_date").isin(days) | (
+        ds.field("for_business_date").is_null() & ds.field("business_date").isin(days))
+    posted = Warehouse(shared["warehouse"]).read("postings", filters=(ds.field("plant_id") == plant) & is_for)
     postings = ledger.postings_delta(adjustments, posted, part_scope, items, run_id=shared["run_id"],
-                                     posted_at=shared["started"])
+                                     posted_at=shared["started"], posting_dates=shared["posting_dates"])
     return consumed, adjustments, postings
 
 
@@ -306,6 +308,8 @@ def _process(
     run_date = max(requested) if requested else dt.date.today()
     quarantine = _quarantine_in_scope(inputs.quarantine, explode_quarantine, scope, plants, run_date, run_id)
 
+    dated = periods.posting_dates(scope, periods.closed_intervals(plants, config.closed_through, inputs.periods))
+    closed = dated[dated["closed"]].reset_index(drop=True)
     # one plant at a time: its component flows, consumption, adjustments and postings are staged
     # (written to disk) before the next plant's exist, so memory follows one plant's keys
     progress.stage("write", partitions=len(scope))
@@ -315,7 +319,8 @@ def _process(
                for dates in _date_batches(scope[scope["plant_id"] == plant], demand[demand["plant_id"] == plant])]
     day = ["plant_id", "business_date"]
     shared: dict[str, Any] = {
-        "demand": demand, "requirements": totals.requirements, "items": inputs.items, "item_costs": inputs.item_costs, "scope": scope,
+        "demand": demand, "requirements": totals.requirements, "items": inputs.items, "item_costs": inputs.item_costs,
+        "scope": scope, "posting_dates": closed, "frozen": _frozen_adjustments(warehouse, closed),
         "warehouse": config.warehouse, "run_id": run_id, "started": started,
         "rejected": quarantine[quarantine["table"] == "completions"].groupby(day).size().to_dict(),
     }
@@ -528,6 +533,8 @@ def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Time
     for date in part_scope["business_date"]:
         partition: dict[str, object] = {"plant_id": plant, "business_date": date}
         for name in ("consumption", "adjustments"):
+            if name == "adjustments" and (plant, date) in shared["frozen"]:
+                continue  # a closed date's adjustments stay as posted
             rows = by_day[name].get((plant, date))
             if rows is None or rows.empty:
                 files.append((name, partition, None, 0, None))
@@ -543,6 +550,10 @@ def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Time
                       "adjustments": 0 if adjustment_rows is None else len(adjustment_rows),
                       "postings": int(posted.get((plant, date), 0)),
                       "quarantined": int(shared["rejected"].get((plant, date), 0))})
+    if shared["frozen"]:
+        frozen = pd.DataFrame(list(shared["frozen"]), columns=day).astype({"business_date": "datetime64[ns]"})
+        kept = adjustments[day].astype({"business_date": "datetime64[ns]"}).merge(frozen, how="left", indicator=True)
+        adjustments = adjustments[kept["_merge"].eq("left_only").to_numpy()]
     kinds = {str(kind): (len(g), float(g["qty"].sum()), float(g["value"].sum()))
              for kind, g in adjustments.groupby("kind", sort=True)}
     if slot is not None:  # a worker: what the batch took goes back to the system, not to the next batch
@@ -554,6 +565,14 @@ def _batch_outputs(shared: Mapping[str, Any], task: tuple[int, str, list[pd.Time
         workers_.give_back_memory()
         return _BatchOutput(files=files, postings=postings.iloc[0:0], steps=steps, kinds=kinds, postings_part=part)
     return _BatchOutput(files=files, postings=postings, steps=steps, kinds=kinds)
+
+
+def _frozen_adjustments(warehouse: Warehouse, closed: pd.DataFrame) -> set[tuple[str, pd.Timestamp]]:
+    """The closed (plant, date) pairs whose adjustments were written before: they stay as they are.
+    A closed date never written (a first backfill into a closed period) gets its adjustments."""
+    pairs = zip(closed["plant_id"], closed["business_date"], strict=True)
+    return {(plant, date) for plant, date in pairs if warehouse.exists(
+        warehouse.partition_path("adjustments", {"plant_id": plant, "business_date": date}))}
 
 
 def _put_or_delete(txn: Transaction, table: str, date: object, rows: pd.DataFrame, name: str,

@@ -185,12 +185,18 @@ def postings_delta(
     *,
     run_id: str,
     posted_at: pd.Timestamp,
+    posting_dates: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Ledger rows that bring the ledger's sum per key to the current adjustments in `scope`.
 
     scope: the (plant_id, business_date) pairs whose adjustments were recomputed; a key posted
-    before but absent now is reversed to zero.
+    before but absent now is reversed to zero. A ledger row counts for its `for_business_date`
+    (the date it is for; its `business_date` when absent, as in files written before closed periods).
+    posting_dates: (plant_id, business_date, posting_date) of closed dates: their postings are made
+    on the posting date instead, for_business_date keeping the date they are for.
     """
+    if "for_business_date" in ledger.columns:
+        ledger = ledger.assign(business_date=ledger["for_business_date"].fillna(ledger["business_date"]))
     ledger = ledger[ADJUSTMENT_KEY + ["qty_delta", "uom"]]
     in_scope = _in_scope(ledger, scope)
     if not in_scope.all():
@@ -230,6 +236,12 @@ def postings_delta(
     out["run_id"] = run_id
     out["posting_id"] = stable_ids(run_id, out["adjustment_id"])
     out["posted_at"] = posted_at
+    out["for_business_date"] = out["business_date"]
+    if posting_dates is not None and not posting_dates.empty and not out.empty:
+        moved = out[["plant_id", "business_date"]].astype({"plant_id": "str", "business_date": "datetime64[ns]"}).merge(
+            posting_dates[["plant_id", "business_date", "posting_date"]].astype({"plant_id": "str"}),
+            on=["plant_id", "business_date"], how="left")
+        out["business_date"] = moved["posting_date"].fillna(moved["business_date"]).to_numpy()
     return out[POSTING_COLUMNS]
 
 
@@ -239,11 +251,11 @@ def _in_scope(frame: pd.DataFrame, scope: pd.DataFrame) -> np.ndarray:
     return np.isin(keys.key[:len(frame)], keys.key[len(frame):])
 
 
-POSTING_COLUMNS = ["posting_id", "run_id", "plant_id", "business_date", "adjustment_id", "location_id",
-                   "item_id", "kind", "qty_delta", "uom", "posted_at"]
+POSTING_COLUMNS = ["posting_id", "run_id", "plant_id", "business_date", "for_business_date", "adjustment_id",
+                   "location_id", "item_id", "kind", "qty_delta", "uom", "posted_at"]
 
 
 def _empty_postings() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series([], dtype="str") for c in POSTING_COLUMNS})
-    return frame.astype({"business_date": "datetime64[ns]", "qty_delta": "float64",
+    return frame.astype({"business_date": "datetime64[ns]", "for_business_date": "datetime64[ns]", "qty_delta": "float64",
                          "posted_at": "datetime64[us, UTC]"})

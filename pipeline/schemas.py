@@ -51,6 +51,20 @@ class ItemCosts(_Input):
     standard_cost: Series[float] = pa.Field(ge=0, le=MAX_ABS_QTY)
 
 
+class Periods(_Input):
+    """A posting period of a plant (plant_id null: every plant); only closed ones matter (issue 16.2)."""
+
+    plant_id: Series[str] = pa.Field(nullable=True, default=None)
+    period_start: Series[pd.Timestamp]
+    period_end: Series[pd.Timestamp]  # the period's last business date (inclusive)
+    status: Series[str] = pa.Field(isin=["open", "closed"], default="closed")
+
+    @pa.dataframe_check(ignore_na=False)
+    def period_start_not_after_period_end(cls, df: pd.DataFrame) -> Series[bool]:
+        """A period holds at least its first day."""
+        return df["period_start"] <= df["period_end"]
+
+
 class UomConversions(_Input):
     """1 from_uom = factor to_uom; item_id null means valid for every item."""
 
@@ -129,8 +143,9 @@ INPUT_MODELS: dict[str, type[_Input]] = {
     "stock_counts": StockCounts,
     "movements": Movements,
     "item_costs": ItemCosts,
+    "periods": Periods,
 }
-OPTIONAL_TABLES = frozenset({"plants", "uom_conversions", "movements", "item_costs"})
+OPTIONAL_TABLES = frozenset({"plants", "uom_conversions", "movements", "item_costs", "periods"})
 INPUT_KEYS: dict[str, str | None] = {
     "plants": "plant_id",
     "items": "item_id",
@@ -140,15 +155,17 @@ INPUT_KEYS: dict[str, str | None] = {
     "stock_counts": "count_id",
     "movements": "movement_id",
     "item_costs": None,
+    "periods": None,
 }
 # Tables without an id: rows with the same natural key and different content are DUPLICATE_ID.
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "uom_conversions": ("item_id", "from_uom", "to_uom"),
     "item_costs": ("item_id", "valid_from"),
 }
-DATE_COLUMNS = frozenset({"valid_from", "valid_to"})
+DATE_COLUMNS = frozenset({"valid_from", "valid_to", "period_start", "period_end"})
 # The columns each row-wide (dataframe) check reads: a quarantine message names only these.
-ROW_CHECK_COLUMNS: dict[str, tuple[str, ...]] = {"valid_from_not_after_valid_to": ("valid_from", "valid_to")}
+ROW_CHECK_COLUMNS: dict[str, tuple[str, ...]] = {"valid_from_not_after_valid_to": ("valid_from", "valid_to"),
+                                                  "period_start_not_after_period_end": ("period_start", "period_end")}
 
 
 def column_kinds(table: str) -> dict[str, str]:
@@ -230,6 +247,7 @@ POSTINGS = pa_arrow.schema(
         ("posting_id", _str),
         ("run_id", _str),
         ("business_date", pa_arrow.date32()),
+        ("for_business_date", pa_arrow.date32()),
         ("adjustment_id", _str),
         ("location_id", _str),
         ("item_id", _str),

@@ -68,6 +68,7 @@ class Inputs:
     quarantine: pd.DataFrame
     stats: dict[str, TableStats] = field(default_factory=dict)
     item_costs: pd.DataFrame = field(default_factory=lambda: _empty_typed("item_costs"))
+    periods: pd.DataFrame = field(default_factory=lambda: _empty_typed("periods"))
     broken_bom: pd.DataFrame = field(default_factory=lambda: _broken_bom(empty_quarantine()))
 
 
@@ -1064,6 +1065,7 @@ class InputLoader:
             stock_counts=counts,
             movements=accepted["movements"],
             item_costs=accepted["item_costs"],
+            periods=accepted["periods"],
             quarantine=quarantine,
             stats=stats,
         )

@@ -205,6 +205,7 @@ def test_staged_files_are_ordered_exactly_as_pandas_sorts(tmp_path: Path) -> Non
         "run_id": "r1",
         # a datetime key written as a date: rows of one day still sort by time of day, as in pandas
         "business_date": pd.Series(stamps).dt.tz_localize(None).astype("datetime64[ns]"),
+        "for_business_date": pd.Series(stamps).dt.tz_localize(None).astype("datetime64[ns]"),
         "adjustment_id": "a",
         "location_id": [rng.choice(["L2", "L10", "L1", "", None, "Ü", "é"]) for _ in range(n)],
         "item_id": pd.Series([rng.choice(["B", "A", "b", None]) for _ in range(n)], dtype=object),
