@@ -193,3 +193,12 @@ def test_the_model_is_strict_in_code_too() -> None:
         Tolerances(abs_qtty=1.0)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="frozen"):
         Config().workers = 3  # type: ignore[misc]
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, example), environ={})
+    assert (config.landing, config.lookback_days, config.workers, config.bucket_rows) == (
+        "/data/landing", 7, 2, 300_000)
+    assert config.plant_timezones == {"P9": "Europe/Vienna"} and config.tolerances == Tolerances()
