@@ -174,9 +174,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from pipeline import job
     from pipeline.config import load_config
-    from pipeline.progress import Progress
 
     if args.command == "generate":
         from pipeline.generate import generate_landing
@@ -201,6 +199,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"report {args.out}: {figures.counts_checked:,} counts checked, {share} over tolerance, "
                   f"net variance value {figures.variance_value:,.2f}")
         return 0
+    from pipeline import job
+    from pipeline.progress import Progress
+
     config = load_config(args.config, origin="command line", landing=args.landing, warehouse=args.warehouse,
                          lookback_days=getattr(args, "lookback_days", None))
     progress = Progress(quiet=args.quiet)
