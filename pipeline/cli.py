@@ -1,7 +1,9 @@
-"""The `backflush` command: run, backfill, generate, demo.
+"""The `backflush` command: run, backfill, generate, report, demo.
 
-Exit 0: done (quarantined rows are reported, not a failure). Non-zero: the run could not be
-done; the reason is one line on stderr and nothing was half-written.
+Results (the summary) go to stdout; logs, the progress bar and the one-line reason of a failure
+go to stderr. The global flags (-q, -v, --config) are accepted before or after the command.
+Nothing heavy (pandas, pyarrow, pydantic, the engine) is imported until the arguments are parsed,
+so `--help`, `--version` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -13,16 +15,25 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline import job
-from pipeline.config import ConfigError, load_config
-from pipeline.progress import Progress
-from pipeline.sources import SourceError
-from pipeline.warehouse import LockError, Warehouse, WarehouseError
+if TYPE_CHECKING:
+    from pipeline import job
 
-EXIT_FAILED = 1
+DISTRIBUTION = "backflush-pipeline"
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run could not be done (input, warehouse, I/O); nothing was half-written
+EXIT_USAGE = 2  # a bad command line (argparse's own code) or a bad configuration
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the plant; try again later
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK:<3} done (quarantined rows are reported, not a failure)
+  {EXIT_FAILED:<3} the run could not be done (unreadable or contract-breaking input, warehouse or I/O
+      error); the reason is one line on stderr and nothing was half-written
+  {EXIT_USAGE:<3} usage: a bad command line or configuration (file, BACKFLUSH_* variable, flag)
+  {EXIT_LOCKED:<3} another run holds a plant's lock (EX_TEMPFAIL): try again later
+
+results go to stdout; logs, progress and errors to stderr."""
+COMMANDS_WITH_CONFIG = ("run", "backfill", "report")
 DEMO_ROOT = Path("data") / "demo"
 DEMO_START = dt.date(2026, 1, 5)
 DEMO_DAYS = 14
@@ -35,30 +46,65 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
 
 
+def version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        from pipeline import __version__
+
+        return __version__
+
+
+def _global_flags(parser: argparse.ArgumentParser, *, config: bool, top: bool) -> None:
+    """-q/-v (and --config) on the main parser and again on each command: before or after it.
+
+    On a command the defaults are SUPPRESS, so a flag given before the command is not reset by
+    the command's parser when it is not repeated after it.
+    """
+    unset: Any = argparse.SUPPRESS
+    group = parser.add_argument_group("global options (before or after the command)") if not top else parser
+    group.add_argument("--verbose", "-v", action="store_true", default=False if top else unset,
+                       help="log every stage at DEBUG; tracebacks on failure")
+    group.add_argument("--quiet", "-q", action="store_true", default=False if top else unset,
+                       help="print nothing but errors")
+    if config:
+        group.add_argument("--config", metavar="FILE", default=None if top else unset,
+                           help="config file (TOML); default $BACKFLUSH_CONFIG")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="backflush", description=__doc__.splitlines()[0])
-    parser.add_argument("--verbose", "-v", action="store_true", help="log every stage; tracebacks on failure")
-    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="backflush", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    _global_flags(parser, config=True, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _global_flags(p, config=name in COMMANDS_WITH_CONFIG, top=False)
+        return p
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--landing", help="landing folder (LANDING/<table>/*.csv|*.parquet)")
         p.add_argument("--warehouse", help="warehouse root: a folder or an object-store URI")
         p.add_argument("--plant", action="append", dest="plants", help="process only this plant (repeatable)")
-        p.add_argument("--config", help="config file (TOML); default $BACKFLUSH_CONFIG")
         p.add_argument("--dry-run", action="store_true", help="compute everything, write nothing")
 
-    run = sub.add_parser("run", help="process one business date (and late data within the look-back)")
+    run = command("run", "process one business date (and late data within the look-back)")
     common(run)
     run.add_argument("--date", type=_date, required=True, help="business date YYYY-MM-DD")
     run.add_argument("--lookback-days", type=int, help="how far back late data is looked for (default 7)")
 
-    backfill = sub.add_parser("backfill", help="process every business date of an inclusive range, in order")
+    backfill = command("backfill", "process every business date of an inclusive range, in order")
     common(backfill)
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True)
 
-    gen = sub.add_parser("generate", help="write deterministic synthetic landing data")
+    gen = command("generate", "write deterministic synthetic landing data")
     gen.add_argument("--out", required=True)
     gen.add_argument("--items", type=int, required=True, help="number of finished goods")
     gen.add_argument("--completions", type=int, required=True)
@@ -71,35 +117,46 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--bad-rows", action="store_true", help="add rows of every quarantine code")
     gen.add_argument("--format", choices=["parquet", "csv"], default="parquet")
 
-    report = sub.add_parser("report", help="write a self-contained HTML report of a period (opens offline)")
+    report = command("report", "write a self-contained HTML report of a period (opens offline)")
     report.add_argument("--warehouse", help="warehouse root: a folder or an object-store URI")
-    report.add_argument("--config", help="config file (TOML); default $BACKFLUSH_CONFIG")
     report.add_argument("--from", dest="start", type=_date, required=True, help="first business date YYYY-MM-DD")
     report.add_argument("--to", dest="end", type=_date, required=True, help="last business date (inclusive)")
     report.add_argument("--out", required=True, help="the HTML file to write")
     report.add_argument("--plant", action="append", dest="plants", help="report only this plant (repeatable)")
 
-    demo = sub.add_parser("demo", help="generate demo data under data/demo, backfill two weeks, print a summary")
+    demo = command("demo", "generate demo data under data/demo, backfill two weeks, print a summary")
     demo.add_argument("--root", default=str(DEMO_ROOT), help="where the demo landing and warehouse go")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None and args.command not in COMMANDS_WITH_CONFIG:
+        parser.error(f"{args.command} reads no config file (--config is for {', '.join(COMMANDS_WITH_CONFIG)})")
     # On a terminal the progress bar (stderr) speaks; elsewhere (Airflow, CI, files) structured log
-    # lines on stdout do. stderr is kept for the one-line reason of a failure.
+    # lines do, also on stderr: stdout holds the results alone, and the last line of stderr is
+    # the one-line reason of a failure.
     interactive = sys.stderr.isatty() and not args.verbose
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if (args.quiet or interactive) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stdout,
+        stream=sys.stderr,
     )
+    # the heavy imports, now that the arguments are known to be good
+    from pipeline.config import ConfigError
+    from pipeline.sources import SourceError
+    from pipeline.warehouse import LockError, WarehouseError
+
     try:
         return _dispatch(args)
     except LockError as exc:
         print(f"backflush: {exc}", file=sys.stderr)
         return EXIT_LOCKED
-    except (ConfigError, SourceError, WarehouseError, ValueError, OSError) as exc:
+    except ConfigError as exc:
+        print(f"backflush: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SourceError, WarehouseError, ValueError, OSError) as exc:
         if args.verbose:
             logging.getLogger("backflush").exception("run failed")
         print(f"backflush: {_one_line(exc)}", file=sys.stderr)
@@ -117,6 +174,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+
     if args.command == "generate":
         from pipeline.generate import generate_landing
 
@@ -133,14 +192,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         from pipeline.report import write_report
 
-        report_config = load_config(args.config, warehouse=args.warehouse)
+        report_config = load_config(args.config, origin="command line", warehouse=args.warehouse)
         figures = write_report(report_config.warehouse, args.start, args.end, args.out, plants=args.plants)
         if not args.quiet:
             share = "n/a" if figures.share_over_tolerance is None else f"{figures.share_over_tolerance:.1%}"
             print(f"report {args.out}: {figures.counts_checked:,} counts checked, {share} over tolerance, "
                   f"net variance value {figures.variance_value:,.2f}")
         return 0
-    config = load_config(args.config, landing=args.landing, warehouse=args.warehouse,
+    from pipeline import job
+    from pipeline.progress import Progress
+
+    config = load_config(args.config, origin="command line", landing=args.landing, warehouse=args.warehouse,
                          lookback_days=getattr(args, "lookback_days", None))
     progress = Progress(quiet=args.quiet)
     if args.command == "run":
@@ -155,7 +217,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _demo(root: Path, *, quiet: bool) -> int:
+    from pipeline import job
+    from pipeline.config import load_config
     from pipeline.generate import calibrate_counts, generate_landing
+    from pipeline.progress import Progress
+    from pipeline.warehouse import Warehouse
 
     landing, warehouse = root / "landing", root / "warehouse"
     generate_landing(landing, items=40, completions=20_000, days=DEMO_DAYS, seed=42, start=DEMO_START,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -104,6 +106,17 @@ def test_backfill_reads_landing_once(generated: Path, tmp_path: Path, monkeypatc
     assert reads and len(reads) == len(set(reads))  # every file once
 
 
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) ")
+
+
+def reason(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line a failure says: stderr minus its log lines, which must all come before it."""
+    lines = proc.stderr.splitlines()
+    said = [line for line in lines if not LOG_LINE.match(line)]
+    assert len(said) == 1 and lines[-1] == said[0], proc.stderr[-2000:]
+    return said[0]
+
+
 def test_failures_say_why_in_one_line_and_write_nothing(generated: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     subprocess.run(["cp", "-r", str(generated), str(broken)], check=True)
@@ -111,17 +124,17 @@ def test_failures_say_why_in_one_line_and_write_nothing(generated: Path, tmp_pat
     wh = tmp_path / "wh"
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--landing", str(broken), "--warehouse",
                            str(wh), "--date", "2026-02-03"], capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and "required columns" in proc.stderr and "extra.csv" in proc.stderr
+    assert proc.returncode == 1 and proc.stdout == ""  # logs (not quiet) go to stderr, before the reason
+    assert "required columns" in reason(proc) and "extra.csv" in reason(proc)
     assert not wh.exists() or not any(p.is_file() for p in wh.rglob("*.parquet"))
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--landing", str(tmp_path / "nowhere"),
                            "--warehouse", str(wh), "--date", "2026-02-03"], capture_output=True, text=True)
-    assert proc.returncode == 1 and proc.stderr.strip().startswith("backflush: landing folder")
+    assert proc.returncode == 1 and reason(proc).startswith("backflush: landing folder")
     (broken / "completions" / "extra.csv").write_bytes(b"PAR1 not really parquet")
     (broken / "completions" / "extra.csv").rename(broken / "completions" / "extra.parquet")
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--landing", str(broken), "--warehouse",
                            str(wh), "--date", "2026-02-03"], capture_output=True, text=True)
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "extra.parquet cannot be read" in proc.stderr
+    assert proc.returncode == 1 and "extra.parquet cannot be read" in reason(proc)
 
 
 def test_demo_prints_its_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,3 +142,78 @@ def test_demo_prints_its_summary(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     for heading in ("rows read:", "quarantined:", "adjustments:", "top components by consumed value", "variance:"):
         assert heading in out
+
+
+# ------------------------------------------------------------------------------------ conventions
+
+COMMANDS = ["run", "backfill", "generate", "report", "demo"]  # every subcommand the README lists
+HEAVY = {"pandas", "pyarrow", "numpy", "pydantic", "pipeline.job", "pipeline.sources", "pipeline.config"}
+
+
+def backflush_command() -> list[str]:
+    """The console script as installed (beside this interpreter), else the module."""
+    script = Path(sys.executable).parent / "backflush"
+    return [sys.executable, str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
+
+
+def test_help_lists_every_command_and_the_exit_codes() -> None:
+    proc = subprocess.run([*backflush_command(), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == ""
+    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("    ") and line.split()}
+    assert set(COMMANDS) <= listed, proc.stdout
+    codes = {line.split()[0] for line in proc.stdout.split("exit codes:")[1].splitlines() if line.startswith("  ")
+             and line.split()[0].isdigit()}
+    assert codes == {"0", "1", "2", "75"}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"], ["report", "--help"],
+                                  ["run", "--date", "yesterday"]])
+def test_help_version_and_usage_errors_import_nothing_heavy(args: list[str]) -> None:
+    """`python -X importtime` lists every module the process imported (on stderr): none of the heavy ones."""
+    command = backflush_command()
+    proc = subprocess.run([command[0], "-X", "importtime", *command[1:], *args], capture_output=True, text=True)
+    assert proc.returncode == (2 if "yesterday" in args else 0), proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "argparse" in imported  # the listing is real
+    assert not imported & HEAVY, sorted(imported & HEAVY)
+    assert not any(name.startswith(("pandas.", "pyarrow.", "numpy.", "pydantic.")) for name in imported)
+
+
+def test_version_is_the_package_version() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    proc = subprocess.run([*backflush_command(), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == f"backflush {pyproject['project']['version']}\n"
+
+
+def test_global_flags_before_or_after_the_command() -> None:
+    parser = cli.build_parser()
+    before = parser.parse_args(["-q", "--config", "a.toml", "run", "--date", "2026-02-03"])
+    after = parser.parse_args(["run", "--date", "2026-02-03", "-q", "--config", "a.toml"])
+    assert vars(before) == vars(after)
+    assert (after.quiet, after.verbose, after.config) == (True, False, "a.toml")
+    # given before and not repeated after, a flag is not reset by the command's parser
+    assert parser.parse_args(["-v", "backfill", "--start", "2026-02-02", "--end", "2026-02-03"]).verbose is True
+    plain = parser.parse_args(["report", "--from", "2026-02-02", "--to", "2026-02-03", "--out", "r.html"])
+    assert (plain.quiet, plain.verbose, plain.config) == (False, False, None)
+
+
+def test_quiet_after_the_command_and_results_on_stdout_logs_on_stderr(generated: Path, tmp_path: Path) -> None:
+    base = [*backflush_command(), "run", "--landing", str(generated), "--warehouse", str(tmp_path / "wh"),
+            "--date", "2026-02-03"]
+    quiet = subprocess.run([*base, "-q"], capture_output=True, text=True)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    loud = subprocess.run([*base, "--dry-run"], capture_output=True, text=True)  # not a terminal: log lines
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert loud.stdout.startswith("dry run (nothing written) ") and "rows read:" in loud.stdout
+    assert not any(LOG_LINE.match(line) for line in loud.stdout.splitlines())
+    logged = loud.stderr.splitlines()
+    assert logged and all(LOG_LINE.match(line) for line in logged), loud.stderr[-2000:]
+    assert any("event=stage stage=read" in line for line in logged)
+
+
+def test_usage_errors_exit_2() -> None:
+    for args in (["run", "--date", "2026-02-30"], ["frobnicate"], ["--config", "x.toml", "generate", "--out", "o",
+                 "--items", "1", "--completions", "1", "--days", "1", "--seed", "1"]):
+        proc = subprocess.run([*backflush_command(), *args], capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stdout == "", args
+        assert re.match(r"backflush( run)?: error: ", proc.stderr.splitlines()[-1]), proc.stderr

@@ -27,8 +27,10 @@ from tests.landing import config_for, make_landing
 P, L = "P1", "L1"
 DATE = "2026-03-02"
 READY = "ready to run"
-# the CLI as installed, preceded by a line on stdout once the imports are done
-CLI = f"import sys\nfrom pipeline import cli\nprint({READY!r}, flush=True)\nsys.exit(cli.main(sys.argv[1:]))"
+# the CLI as installed, preceded by a line on stdout once the imports are done (the CLI imports the
+# engine only after parsing its arguments: imported here first, so READY means ready to run)
+CLI = (f"import sys\nfrom pipeline import cli, job\nprint({READY!r}, flush=True)\n"
+       "sys.exit(cli.main(sys.argv[1:]))")
 
 
 @pytest.fixture
