@@ -80,8 +80,9 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
 
     A SQL source given the dates to process pulls only what they need: completions and movements
     from the look-back window (and, for completions, every version recorded after the last run's
-    watermark), widened to the oldest previous count of the counts those dates reconcile; master
-    data and counts whole.
+    watermark; for every id it pulls, all of that id's rows), widened to the oldest previous count
+    of the counts dated on those dates or their look-back (a late date's counts are recomputed
+    too); master data and counts whole.
     """
     if config.sql is None:
         files = sources.landing_files(config.landing)
@@ -104,8 +105,10 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
         raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark)
         loader = sources.InputLoader(raw, timezone_overrides=config.plant_timezones)
         counts = loader.stock_counts
-        days = pd.to_datetime(pd.Series(sorted(dates))).astype("datetime64[ns]")
-        reconciled = counts[counts["business_date"].isin(days)]
+        # the counts the run may recompute: those dated on its dates, and on the look-back dates it
+        # may reprocess as late (not known before reading) or whose windows reach one of them
+        first = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days))
+        reconciled = counts[counts["business_date"] >= first]
         opened = variance.with_previous_count(counts).merge(reconciled[["count_id"]], on="count_id")
         oldest = opened["previous_counted_at"].min()
         if pd.isna(oldest) or oldest >= since:
