@@ -200,18 +200,43 @@ def _select(
                               f"{name[4:]} (columns: {', '.join(available)})")
     statement = sa.select(*(col.label(column) for column, col in chosen.items()))
     time_column = TIME_COLUMNS.get(table)
+    key = schemas.INPUT_KEYS[table]
     if time_column is not None:
         if time_column not in chosen:
             raise SourceError(f"{name}: required column {time_column} missing "
                               f"(map it with sql.columns.{table}.{time_column})")
         condition = _time_condition(table, chosen, bounds, name)
-        if condition is not None:
+        if condition is not None and key is not None and key in chosen:
+            statement = statement.where(sa.or_(condition, _key_seen(table, reflected, renames, key, bounds, name)))
+        elif condition is not None:
             statement = statement.where(condition)
     order = [chosen[c] for c in _ORDER.get(table, ()) if c in chosen]
-    key = schemas.INPUT_KEYS[table]
     if key is not None and key in chosen and not order:
         order = [chosen[key]]
     return statement.order_by(*(order or chosen.values()))
+
+
+def _key_seen(
+    table: str,
+    reflected: sa.Table,
+    renames: Mapping[str, str],
+    key: str,
+    bounds: Mapping[str, pd.Timestamp | None],
+    name: str,
+) -> sa.ColumnElement[bool]:
+    """Rows whose key is among the keys of the bounded rows: every version of a completion the
+    window holds a version of, whatever its own times (a correction that moved it out of the window,
+    loaded after the watermark passed its `recorded_at`, still supersedes it), and every row sharing
+    an id with a row of the window (conflicting rows are `DUPLICATE_ID` as in a whole read). So a
+    bounded read judges each key it returns exactly as a read of the whole table does."""
+    inner = reflected.alias(f"{reflected.name}_window")
+    columns = {c.name: c for c in inner.columns}
+    seen = {column: columns[renames.get(column, column)] for column in schemas.column_kinds(table)
+            if renames.get(column, column) in columns}
+    condition = _time_condition(table, seen, bounds, name, suffix="_seen")
+    assert condition is not None
+    outer = reflected.columns[renames.get(key, key)]
+    return outer.in_(sa.select(seen[key]).where(condition))
 
 
 def _time_condition(
@@ -219,15 +244,16 @@ def _time_condition(
     chosen: Mapping[str, sa.Column[Any]],
     bounds: Mapping[str, pd.Timestamp | None],
     name: str,
+    suffix: str = "",
 ) -> sa.ColumnElement[bool] | None:
     """[since, until) on the table's time column; for completions OR recorded after the watermark."""
     column = chosen[TIME_COLUMNS[table]]
     window: list[sa.ColumnElement[bool]] = []
     # a count's previous count may be any age (it opens the count's window): counts have no lower bound
     if bounds["since"] is not None and table != "stock_counts":
-        window.append(column >= _bound("since", bounds["since"], column, name))
+        window.append(column >= _bound("since" + suffix, bounds["since"], column, name))
     if bounds["until"] is not None:
-        window.append(column < _bound("until", bounds["until"], column, name))
+        window.append(column < _bound("until" + suffix, bounds["until"], column, name))
     if not window:
         return None  # unbounded window: every row, whatever the watermark
     # a row without a time belongs to no window but must still reach quarantine
@@ -235,7 +261,7 @@ def _time_condition(
     if table == "completions" and bounds["recorded_after"] is not None:
         recorded = chosen.get("recorded_at")
         version = sa.func.coalesce(recorded, column) if recorded is not None else column
-        condition = sa.or_(condition, version > _bound("recorded_after", bounds["recorded_after"], column, name))
+        condition = sa.or_(condition, version > _bound("recorded_after" + suffix, bounds["recorded_after"], column, name))
     return condition
 
 

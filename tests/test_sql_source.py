@@ -21,6 +21,7 @@ from pipeline import job, schemas, sources, sql_source
 from pipeline.config import SqlSource, load_config
 from pipeline.generate import generate_landing
 from pipeline.sources import SourceError
+from pipeline.warehouse import Warehouse
 
 URL = os.environ.get("BACKFLUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 START = dt.date(2026, 1, 1)
@@ -188,6 +189,11 @@ def _count(raw: dict[str, list[tuple[str, pd.DataFrame]]], table: str) -> int:
     return sum(len(frame) for _, frame in raw[table])
 
 
+def _with_ids(frame: pd.DataFrame, key: str, chosen: pd.Series) -> int:
+    """How many rows are chosen or share a (non-null) id with a chosen row."""
+    return int((chosen | frame[key].isin(frame.loc[chosen, key].dropna())).sum())
+
+
 def test_bounded_queries_filter_in_the_database(db: tuple[str, Path]) -> None:
     schema, landing = db
     sql = SqlSource(url=URL, schema=schema)
@@ -202,19 +208,23 @@ def test_bounded_queries_filter_in_the_database(db: tuple[str, Path]) -> None:
     incremental = sql_source.read_sql_tables(sql, since=since, until=until, recorded_after=watermark)
     open_start = sql_source.read_sql_tables(sql, until=until)
 
-    # rows without a time are always pulled (they must reach quarantine)
+    # rows without a time are always pulled (they must reach quarantine); with every row of each
+    # id pulled (every version of a completion, every row of an id: DUPLICATE_ID is judged whole)
     in_window = (completions["completed_at"].ge(since) & completions["completed_at"].lt(until)) | completions[
         "completed_at"].isna()
     recorded = completions["recorded_at"].fillna(completions["completed_at"]) > watermark
     assert _count(everything, "completions") == len(completions)
-    assert 0 < _count(window, "completions") == int(in_window.sum()) < len(completions)
-    assert _count(incremental, "completions") == int((in_window | recorded).sum()) > _count(window, "completions")
-    assert _count(open_start, "completions") == int((completions["completed_at"].lt(until)
-                                                      | completions["completed_at"].isna()).sum())
+    window_rows = _with_ids(completions, "completion_id", in_window)
+    assert 0 < _count(window, "completions") == window_rows < len(completions)
+    assert _count(incremental, "completions") == _with_ids(completions, "completion_id", in_window | recorded) > \
+        _count(window, "completions")
+    assert _count(open_start, "completions") == _with_ids(completions, "completion_id", completions[
+        "completed_at"].lt(until) | completions["completed_at"].isna())
     # counts have no lower bound: a count's previous count opens its window, however old
-    assert 0 < _count(window, "stock_counts") == int((counts["counted_at"].lt(until) | counts["counted_at"].isna()).sum())
-    assert 0 < _count(window, "movements") == int(((moves["moved_at"].ge(since) & moves["moved_at"].lt(until))
-                                                  | moves["moved_at"].isna()).sum())
+    assert 0 < _count(window, "stock_counts") == _with_ids(counts, "count_id", counts["counted_at"].lt(until)
+                                                           | counts["counted_at"].isna())
+    assert 0 < _count(window, "movements") == _with_ids(moves, "movement_id", (
+        moves["moved_at"].ge(since) & moves["moved_at"].lt(until)) | moves["moved_at"].isna())
     for master in ("plants", "items", "uom_conversions", "bom"):
         assert _count(window, master) == _count(everything, master) == len(_landing_frame(landing, master))
     # a naive bound is UTC, and a column without a time zone holds UTC: the same rows either way
@@ -338,3 +348,93 @@ def test_an_unreachable_database_is_a_transient_failure() -> None:
     with pytest.raises(SourceError) as caught:
         sql_source.read_sql_tables(SqlSource(url=URL, schema="bf_no_such_schema"))
     assert caught.value.transient is False  # a configuration mistake does not go away by waiting
+
+
+# ------------------------------------------------------------------------------------ corrections (issue 12.3)
+
+
+def _at(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def _completion(cid: str, qty: float, completed: str, recorded: str) -> dict[str, object]:
+    return {"completion_id": cid, "plant_id": "P1", "location_id": "L1", "item_id": "FG", "qty_good": qty,
+            "qty_scrap": 0.0, "completed_at": _at(completed), "recorded_at": _at(recorded)}
+
+
+def _movement(mid: str, qty: float, moved: str) -> dict[str, object]:
+    return {"movement_id": mid, "plant_id": "P1", "location_id": "L1", "item_id": "RM", "qty": qty,
+            "moved_at": _at(moved), "kind": "receipt"}
+
+
+def test_a_correction_moved_out_of_the_read_window_is_seen(engine: sa.Engine, tmp_path: Path) -> None:
+    """C1 (100 FG on 3 March) is corrected to 1 February; the correction is loaded after the run for
+    4 March although its recorded_at is older than that run's watermark. A SQL run for 5 March reads
+    from 20 February (K1's previous count) on: it must still see that C1 moved away, exactly as a
+    landing holding the same rows does, and reverse 3 March's postings. A movement id with a second,
+    conflicting row outside the window is DUPLICATE_ID from both sources."""
+    from tests.landing import write_table
+
+    tables: dict[str, list[dict[str, object]]] = {
+        "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 0},
+                  {"item_id": "RM", "uom": "KG", "standard_cost": 3.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 3}],
+        "bom": [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5.0}],
+        "completions": [_completion("C1", 100, "2026-03-03T10:00", "2026-03-03T10:00"),
+                        _completion("C2", 50, "2026-03-04T10:00", "2026-03-04T10:00")],  # watermark: 4 March 10:00
+        "stock_counts": [{"count_id": k, "plant_id": "P1", "location_id": "L1", "item_id": "RM", "counted_qty": q,
+                          "counted_at": _at(t)} for k, q, t in (("K0", 1000.0, "2026-02-20T18:00"),
+                                                                ("K1", 250.0, "2026-03-04T18:00"))],
+        "movements": [_movement("M1", 7, "2026-03-03T12:00"), _movement("M1", 7, "2026-02-01T12:00")],
+    }
+    correction = [_completion("C1", 100, "2026-02-01T10:00", "2026-03-03T12:00")]  # recorded before the watermark
+    schema = f"bf_sql_move_{uuid.uuid4().hex[:10]}"
+    landing = tmp_path / "landing"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here, not configuration
+    try:
+        for table, rows in tables.items():
+            write_table(landing, table, rows, name="part.parquet")
+            pd.DataFrame(rows).to_sql(table, engine, schema=schema, index=False)
+        from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"))
+        from_sql = from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
+                                      sql=SqlSource(url=URL, schema=schema))
+        for config in (from_files, from_sql):
+            job.run_dates(config, [dt.date(2026, 3, 4)])
+        write_table(landing, "completions", correction, name="late.parquet")
+        pd.DataFrame(correction).to_sql("completions", engine, schema=schema, index=False, if_exists="append")
+        results = [job.run_dates(config, [dt.date(2026, 3, 5)]) for config in (from_files, from_sql)]
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    for result in results:  # 3 March changed (C1 left it); 1 February is outside the 7-day look-back
+        assert result.business_dates == [dt.date(2026, 3, 3), dt.date(2026, 3, 5)]
+    files, sql = _outputs(tmp_path / "files"), _outputs(tmp_path / "sql")
+    compared = [k for k in files if k.split("/")[0] in ("consumption", "adjustments", "postings", "variance",
+                                                       "quarantine")]
+    assert compared == [k for k in sql if k.split("/")[0] in ("consumption", "adjustments", "postings", "variance",
+                                                             "quarantine")]
+    for key in compared:
+        pd.testing.assert_frame_equal(sql[key], files[key], check_exact=False, rtol=1e-12, obj=key)
+
+    warehouse = Warehouse(str(tmp_path / "sql"))
+    postings = warehouse.read("postings")
+    last = postings[postings["run_id"] == results[1].run_id]
+    assert {(d.date().isoformat(), i): q for d, i, q in zip(last["business_date"], last["item_id"], last["qty_delta"],
+                                                            strict=True)} == {
+        ("2026-03-03", "FG"): -100.0,  # C1's receipt reversed: 0 - 100
+        ("2026-03-03", "RM"): 500.0,  # and its issue: 0 - (-(100 x 5))
+    }
+    totals = postings.groupby([postings["business_date"].dt.strftime("%Y-%m-%d"), "item_id"])["qty_delta"].sum()
+    assert totals.to_dict() == {("2026-03-03", "FG"): 0.0, ("2026-03-03", "RM"): 0.0,  # +100 - 100; -500 + 500
+                                ("2026-03-04", "FG"): 50.0, ("2026-03-04", "RM"): -250.0}  # C2: 50; -(50 x 5)
+    k1 = warehouse.read("variance").set_index("count_id").loc["K1"]
+    assert k1["movements_qty"] == 0.0  # both M1 rows are DUPLICATE_ID: no movement counts
+    assert k1["theoretical_usage_qty"] == 250.0  # C2 only: 50 x 5 (C1 is now before K0)
+    assert k1["book_qty"] == 750.0  # 1000 - 250
+    assert k1["variance_qty"] == -500.0  # 250 - 750
+    assert k1["variance_value"] == -1500.0  # -500 x 3.00
+    quarantine = warehouse.read("quarantine")
+    assert sorted(quarantine.loc[quarantine["error_code"] == "DUPLICATE_ID", "source_key"]) == ["M1"]  # 3 March's row
