@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -93,16 +97,25 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
             tables = sources.lazy_landing_files(config.landing, skip=["completions"])
             return _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones),
                                spiller)
+    # completions stream from the database into staged batches, spilled and digested like files
+    with tempfile.TemporaryDirectory(prefix="backflush-sql-", dir=config.spill_dir) as stage:
+        return _read_sql(config, dates, Path(stage))
+
+
+def _read_sql(config: Config, dates: Sequence[dt.date] | None, stage: Path) -> RunInputs:
+    assert config.sql is not None
     if not dates:
-        raw = sources.read_sql_tables(config.sql)
+        raw = sources.read_sql_tables(config.sql, stage_dir=stage)
         with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
             return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller)
     # a plant's business date D lies within [D - 1 day, D + 2 days) in UTC, whatever its zone
     since = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days + 1), tz="UTC")
     until = pd.Timestamp(max(dates) + dt.timedelta(days=2), tz="UTC")
     watermark = _last_watermark(Warehouse(config.warehouse))
-    while True:
-        raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark)
+    for attempt in itertools.count():
+        folder = stage / f"read-{attempt}"
+        raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark,
+                                      stage_dir=folder)
         loader = sources.InputLoader(raw, timezone_overrides=config.plant_timezones)
         counts = loader.stock_counts
         # the counts the run may recompute: those dated on its dates, and on the look-back dates it
@@ -115,6 +128,9 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
             with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
                 return _summarised(config, loader, spiller)
         since = oldest.floor("D")
+        del raw, loader
+        shutil.rmtree(folder, ignore_errors=True)  # read again from the earlier start
+    raise AssertionError("unreachable")
 
 
 def _spiller(config: Config, files: list[buckets.RawFile]) -> buckets.Spiller:

@@ -14,6 +14,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,6 +34,8 @@ TIME_COLUMNS = {"completions": "completed_at", "stock_counts": "counted_at", "mo
 #: Rows of a keyed table come back ordered by key (and version), so line numbers are deterministic.
 _ORDER = {"completions": ("completion_id", "recorded_at")}
 _MASKED = "***"
+#: Completion rows fetched from the database and staged at a time, when they are streamed.
+STREAM_ROWS = 100_000
 
 
 # ------------------------------------------------------------------------------------ public
@@ -44,8 +47,13 @@ def read_sql_tables(
     since: pd.Timestamp | None = None,
     until: pd.Timestamp | None = None,
     recorded_after: pd.Timestamp | None = None,
-) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    stage_dir: Path | None = None,
+) -> dict[str, list[tuple[str, Any]]]:
     """Raw frames per contract table from the database, as ("sql:<schema>.<table>", frame) pairs.
+
+    With `stage_dir`, completions are not one frame: they are streamed from a server-side cursor
+    in batches of STREAM_ROWS, each staged under `stage_dir` as it arrives, and come back as one
+    `buckets.StagedRows` that the run spills and digests like a landing file.
 
     Master tables (plants, items, uom_conversions, bom) are read whole. Completions are those with
     `completed_at` in [since, until) or recorded (`recorded_at`, else `completed_at`) after
@@ -66,7 +74,7 @@ def read_sql_tables(
         with engine.connect() as conn:
             with conn.begin():
                 _snapshot(conn)
-                raw = _read_all(conn, sql.schema, tables, columns, bounds, shown)
+                raw = _read_all(conn, sql.schema, tables, columns, bounds, shown, stage_dir)
     except SourceError:
         raise
     except Exception as exc:  # driver and database errors: one line, credentials removed
@@ -77,8 +85,12 @@ def read_sql_tables(
         raise error from None
     finally:
         engine.dispose()
-    log.info("read %s from %s", ", ".join(f"{t} {sum(len(f) for _, f in raw[t])}" for t in raw), shown)
+    log.info("read %s from %s", ", ".join(f"{t} {sum(_rows(f) for _, f in raw[t])}" for t in raw), shown)
     return raw
+
+
+def _rows(raw: Any) -> int:
+    return raw.rows() if hasattr(raw, "rows") else len(raw)
 
 
 def database_url(sql: SqlSource) -> str:
@@ -158,7 +170,8 @@ def _read_all(
     columns: Mapping[str, Mapping[str, str]],
     bounds: Mapping[str, pd.Timestamp | None],
     shown: str,
-) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    stage_dir: Path | None = None,
+) -> dict[str, list[tuple[str, Any]]]:
     inspector = sa.inspect(conn)
     schema_name = schema or inspector.default_schema_name or ""
     if schema is not None and schema not in inspector.get_schema_names():
@@ -166,7 +179,7 @@ def _read_all(
     present = set(inspector.get_table_names(schema=schema)) | set(inspector.get_view_names(schema=schema))
     if conn.dialect.name == "postgresql":
         present |= set(inspector.get_materialized_view_names(schema=schema))  # type: ignore[attr-defined]
-    raw: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    raw: dict[str, list[tuple[str, Any]]] = {}
     for table, source_table in tables.items():
         name = f"sql:{schema_name}.{source_table}" if schema_name else f"sql:{source_table}"
         if source_table not in present:
@@ -176,6 +189,15 @@ def _read_all(
             raise SourceError(f"required table {table}: {schema_name}.{source_table} does not exist in {shown}")
         reflected = sa.Table(source_table, sa.MetaData(), schema=schema, autoload_with=conn)
         statement = _select(table, reflected, columns.get(table, {}), bounds, name)
+        if table == "completions" and stage_dir is not None:
+            from pipeline.buckets import StagedRows
+
+            # a server-side cursor (psycopg: a named cursor in the snapshot's transaction): the
+            # database sends STREAM_ROWS rows at a time and each batch is staged before the next
+            batches = pd.read_sql_query(statement.execution_options(yield_per=STREAM_ROWS), conn,
+                                        coerce_float=True, chunksize=STREAM_ROWS)
+            raw[table] = [(name, StagedRows.stage(name, batches, stage_dir / table))]
+            continue
         frame = pd.read_sql_query(statement, conn, coerce_float=True)
         raw[table] = [(name, frame)]
     return raw
