@@ -79,14 +79,16 @@ class RunInputs:
         return self.inputs.plants
 
 
-def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunInputs:
+def read_inputs(config: Config, dates: Sequence[dt.date] | None = None,
+                plants: Sequence[str] | None = None) -> RunInputs:
     """Read and validate every input table from the configured source; completions a bucket at a time.
 
     A SQL source given the dates to process pulls only what they need: completions and movements
     from the look-back window (and, for completions, every version recorded after the last run's
     watermark; for every id it pulls, all of that id's rows), widened to the oldest previous count
     of the counts dated on those dates or their look-back (a late date's counts are recomputed
-    too); master data and counts whole.
+    too); master data whole; with `plants`, completions, movements and counts of those plants
+    (and rows without a plant) only. Landing files are read whole.
     """
     if config.sql is None:
         files = sources.landing_files(config.landing)
@@ -99,13 +101,14 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
                                spiller)
     # completions stream from the database into staged batches, spilled and digested like files
     with tempfile.TemporaryDirectory(prefix="backflush-sql-", dir=config.spill_dir) as stage:
-        return _read_sql(config, dates, Path(stage))
+        return _read_sql(config, dates, plants, Path(stage))
 
 
-def _read_sql(config: Config, dates: Sequence[dt.date] | None, stage: Path) -> RunInputs:
+def _read_sql(config: Config, dates: Sequence[dt.date] | None, plants: Sequence[str] | None,
+              stage: Path) -> RunInputs:
     assert config.sql is not None
     if not dates:
-        raw = sources.read_sql_tables(config.sql, stage_dir=stage)
+        raw = sources.read_sql_tables(config.sql, plants=plants, stage_dir=stage)
         with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
             return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller)
     # a plant's business date D lies within [D - 1 day, D + 2 days) in UTC, whatever its zone
@@ -115,7 +118,7 @@ def _read_sql(config: Config, dates: Sequence[dt.date] | None, stage: Path) -> R
     for attempt in itertools.count():
         folder = stage / f"read-{attempt}"
         raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark,
-                                      stage_dir=folder)
+                                      plants=plants, stage_dir=folder)
         loader = sources.InputLoader(raw, timezone_overrides=config.plant_timezones)
         counts = loader.stock_counts
         # the counts the run may recompute: those dated on its dates, and on the look-back dates it
@@ -214,7 +217,7 @@ def run_dates(
     progress = progress or SILENT
     if inputs is None:
         progress.stage("read", source="sql" if config.sql is not None else config.landing)
-        inputs = read_inputs(config, dates)
+        inputs = read_inputs(config, dates, plants=plants or config.plants or None)
     run_inputs = summarised(inputs)
     scope_plants = plants_in_scope(run_inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
@@ -657,7 +660,7 @@ def backfill(
     dates = date_range(start, end)
     progress = progress or SILENT
     progress.stage("read", source="sql" if config.sql is not None else config.landing)
-    inputs = read_inputs(config, dates)
+    inputs = read_inputs(config, dates, plants=plants or config.plants or None)
     results: list[RunResult] = []
     step = max(1, config.date_batch_days)
     for i in range(0, len(dates), step):

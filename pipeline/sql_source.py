@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ def read_sql_tables(
     since: pd.Timestamp | None = None,
     until: pd.Timestamp | None = None,
     recorded_after: pd.Timestamp | None = None,
+    plants: Sequence[str] | None = None,
     stage_dir: Path | None = None,
 ) -> dict[str, list[tuple[str, Any]]]:
     """Raw frames per contract table from the database, as ("sql:<schema>.<table>", frame) pairs.
@@ -59,13 +60,16 @@ def read_sql_tables(
     `completed_at` in [since, until) or recorded (`recorded_at`, else `completed_at`) after
     `recorded_after`; movements by `moved_at` in [since, until); stock counts by `counted_at` < until
     only (a count's previous count opens its window, however old it is).
-    A bound of None is unbounded; timestamps without a zone are UTC. Frames carry contract column
-    names; an optional table missing from the database reads as empty.
+    A bound of None is unbounded; timestamps without a zone are UTC. `plants`: completions,
+    movements and counts of these plants only (see `_plant_condition`; rows without a plant are
+    always read). Every bounded read also returns every row of each id it returns (`_key_seen`).
+    Frames carry contract column names; an optional table missing from the database reads as empty.
     """
     tables, columns = _checked_names(sql)
     url = database_url(sql)
     shown = masked_url(url)
     bounds = {"since": _utc(since), "until": _utc(until), "recorded_after": _utc(recorded_after)}
+    wanted = sorted(set(plants)) if plants else None
     try:
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     except Exception as exc:  # a bad URL or a missing driver; the text may echo the URL
@@ -74,7 +78,7 @@ def read_sql_tables(
         with engine.connect() as conn:
             with conn.begin():
                 _snapshot(conn)
-                raw = _read_all(conn, sql.schema, tables, columns, bounds, shown, stage_dir)
+                raw = _read_all(conn, sql.schema, tables, columns, bounds, shown, stage_dir, wanted)
     except SourceError:
         raise
     except Exception as exc:  # driver and database errors: one line, credentials removed
@@ -171,6 +175,7 @@ def _read_all(
     bounds: Mapping[str, pd.Timestamp | None],
     shown: str,
     stage_dir: Path | None = None,
+    plants: Sequence[str] | None = None,
 ) -> dict[str, list[tuple[str, Any]]]:
     inspector = sa.inspect(conn)
     schema_name = schema or inspector.default_schema_name or ""
@@ -188,7 +193,7 @@ def _read_all(
                 continue
             raise SourceError(f"required table {table}: {schema_name}.{source_table} does not exist in {shown}")
         reflected = sa.Table(source_table, sa.MetaData(), schema=schema, autoload_with=conn)
-        statement = _select(table, reflected, columns.get(table, {}), bounds, name)
+        statement = _select(table, reflected, columns.get(table, {}), bounds, name, plants, conn.dialect.name)
         if table == "completions" and stage_dir is not None:
             from pipeline.buckets import StagedRows
 
@@ -209,8 +214,11 @@ def _select(
     renames: Mapping[str, str],
     bounds: Mapping[str, pd.Timestamp | None],
     name: str,
+    plants: Sequence[str] | None = None,
+    dialect: str = "",
 ) -> sa.Select[Any]:
-    """SELECT the contract columns (labelled with contract names) of one table, bounded by time."""
+    """SELECT the contract columns (labelled with contract names) of one table, bounded by time
+    (and plants), with every row of each id it selects."""
     available = {c.name: c for c in reflected.columns}
     chosen: dict[str, sa.Column[Any]] = {}
     for column in schemas.column_kinds(table):
@@ -227,9 +235,10 @@ def _select(
         if time_column not in chosen:
             raise SourceError(f"{name}: required column {time_column} missing "
                               f"(map it with sql.columns.{table}.{time_column})")
-        condition = _time_condition(table, chosen, bounds, name)
+        condition = _window_condition(table, chosen, bounds, name, plants, dialect)
         if condition is not None and key is not None and key in chosen:
-            statement = statement.where(sa.or_(condition, _key_seen(table, reflected, renames, key, bounds, name)))
+            statement = statement.where(sa.or_(condition, _key_seen(table, reflected, renames, key, bounds, name,
+                                                                    plants, dialect)))
         elif condition is not None:
             statement = statement.where(condition)
     order = [chosen[c] for c in _ORDER.get(table, ()) if c in chosen]
@@ -245,6 +254,8 @@ def _key_seen(
     key: str,
     bounds: Mapping[str, pd.Timestamp | None],
     name: str,
+    plants: Sequence[str] | None = None,
+    dialect: str = "",
 ) -> sa.ColumnElement[bool]:
     """Rows whose key is among the keys of the bounded rows: every version of a completion the
     window holds a version of, whatever its own times (a correction that moved it out of the window,
@@ -255,10 +266,43 @@ def _key_seen(
     columns = {c.name: c for c in inner.columns}
     seen = {column: columns[renames.get(column, column)] for column in schemas.column_kinds(table)
             if renames.get(column, column) in columns}
-    condition = _time_condition(table, seen, bounds, name, suffix="_seen")
+    condition = _window_condition(table, seen, bounds, name, plants, dialect, suffix="_seen")
     assert condition is not None
     outer = reflected.columns[renames.get(key, key)]
     return outer.in_(sa.select(seen[key]).where(condition))
+
+
+def _window_condition(
+    table: str,
+    chosen: Mapping[str, sa.Column[Any]],
+    bounds: Mapping[str, pd.Timestamp | None],
+    name: str,
+    plants: Sequence[str] | None,
+    dialect: str,
+    suffix: str = "",
+) -> sa.ColumnElement[bool] | None:
+    """The rows of the run's window: its time bounds and its plants (None: every row)."""
+    parts = [c for c in (_time_condition(table, chosen, bounds, name, suffix),
+                         _plant_condition(chosen.get("plant_id"), plants, dialect, suffix)) if c is not None]
+    return None if not parts else parts[0] if len(parts) == 1 else sa.and_(*parts)
+
+
+#: A plant id that coercion keeps exactly as it is (no surrounding whitespace to strip, not blank).
+_PLAIN_ID = "^[A-Za-z0-9_.:/-]+$"
+
+
+def _plant_condition(column: sa.Column[Any] | None, plants: Sequence[str] | None, dialect: str,
+                     suffix: str = "") -> sa.ColumnElement[bool] | None:
+    """Rows that may belong to `plants` once coerced: the plant exactly as given, or missing, or
+    any value that is not a plain id (padded with whitespace, blank, unusual characters), which
+    coercion decides. Only rows with a plain id of another plant are left out, and for those the
+    raw value is the coerced one. Pushed down only on PostgreSQL (`~`) and a text column; None
+    (every row) otherwise."""
+    if not plants or column is None or dialect != "postgresql" or not isinstance(column.type, sa.String):
+        return None
+    named: sa.BindParameter[list[str]] = sa.bindparam("plants" + suffix, list(plants), expanding=True)
+    plain = column.op("~", is_comparison=True)(sa.bindparam("plain_id" + suffix, _PLAIN_ID, type_=sa.String()))
+    return sa.or_(column.is_(None), column.in_(named), sa.not_(plain))
 
 
 def _time_condition(

@@ -489,3 +489,62 @@ def test_streamed_batches_through_many_buckets_give_the_same_outputs_as_files(
     assert sorted(sql) == sorted(files)
     for key in files:
         pd.testing.assert_frame_equal(sql[key], files[key], check_exact=False, rtol=1e-12, obj=key)
+
+
+def test_a_plant_restricted_run_reads_only_its_plants_rows_and_writes_what_files_give(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """`--plant P1` from SQL pulls P1's rows, rows without a usable plant (coercion judges them) and
+    every row of each id it pulls; it writes exactly what the same rows in a landing give."""
+    from tests.landing import write_table
+
+    def row(cid: str, plant: str | None, qty: float, recorded: str = "2026-03-03T10:00") -> dict[str, object]:
+        return {**_completion(cid, qty, "2026-03-03T10:00", recorded), "plant_id": plant}
+
+    tables: dict[str, list[dict[str, object]]] = {
+        "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 0},
+                  {"item_id": "RM", "uom": "KG", "standard_cost": 3.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 3}],
+        "bom": [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5.0}],
+        "completions": [
+            row("A1", "P1", 10),
+            row("A2", " P1 ", 20),  # P1 once stripped: not a plain id, so pulled
+            row("A3", "\t", 5),  # blank: INVALID, in quarantine
+            row("A4", None, 6),  # missing: INVALID, in quarantine
+            row("B1", "P2", 40),  # another plant's plain id: not pulled
+            row("A5", "P1", 7), row("A5", "P2", 7, recorded="2026-03-03T11:00"),  # moved to P2 by a correction
+            row("A6", "P1", 8), row("A6", "P2", 9),  # conflicting, same recorded_at: DUPLICATE_ID, both
+        ],
+        "stock_counts": [{"count_id": k, "plant_id": p, "location_id": "L1", "item_id": "RM", "counted_qty": 100.0,
+                          "counted_at": _at("2026-03-03T18:00")} for k, p in (("K1", "P1"), ("K2", "P2"))],
+    }
+    schema = f"bf_sql_plant_{uuid.uuid4().hex[:10]}"
+    landing = tmp_path / "landing"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here, not configuration
+    try:
+        for table, rows in tables.items():
+            write_table(landing, table, rows, name="part.parquet")
+            pd.DataFrame(rows).to_sql(table, engine, schema=schema, index=False)
+        from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"))
+        from_sql = from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
+                                      sql=SqlSource(url=URL, schema=schema))
+        result_files, result_sql = (job.run_dates(c, [dt.date(2026, 3, 3)], plants=["P1"])
+                                    for c in (from_files, from_sql))
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    assert result_files.rows_read["completions"] == 9 and result_sql.rows_read["completions"] == 8  # not B1
+    assert result_files.rows_read["stock_counts"] == 2 and result_sql.rows_read["stock_counts"] == 1  # not K2
+    files, sql = _outputs(tmp_path / "files"), _outputs(tmp_path / "sql")
+    compared = [k for k in files if not k.startswith("runs/")]
+    assert compared and compared == [k for k in sql if not k.startswith("runs/")]
+    for key in compared:
+        pd.testing.assert_frame_equal(sql[key], files[key], check_exact=False, rtol=1e-12, obj=key)
+    adjustments = Warehouse(str(tmp_path / "sql")).read("adjustments").set_index(["plant_id", "item_id"])["qty"]
+    assert adjustments.to_dict() == {("P1", "FG"): 30.0, ("P1", "RM"): -150.0}  # A1 + A2 = 10 + 20; -(30 x 5)
+    quarantine = Warehouse(str(tmp_path / "sql")).read("quarantine")
+    rejected = quarantine[quarantine["table"] == "completions"]
+    assert sorted(zip(rejected["source_key"], rejected["error_code"], strict=True)) == [
+        ("A3", "INVALID"), ("A4", "INVALID"), ("A6", "DUPLICATE_ID")]  # A6's P2 row is P2's, not in this run
