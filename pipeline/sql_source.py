@@ -231,20 +231,26 @@ def _select(
     statement = sa.select(*(col.label(column) for column, col in chosen.items()))
     time_column = TIME_COLUMNS.get(table)
     key = schemas.INPUT_KEYS[table]
+    order_names = [c for c in _ORDER.get(table, ()) if c in chosen]
+    if key is not None and key in chosen and not order_names:
+        order_names = [key]
+    order_names = order_names or list(chosen)
     if time_column is not None:
         if time_column not in chosen:
             raise SourceError(f"{name}: required column {time_column} missing "
                               f"(map it with sql.columns.{table}.{time_column})")
         condition = _window_condition(table, chosen, bounds, name, plants, dialect)
         if condition is not None and key is not None and key in chosen:
-            statement = statement.where(sa.or_(condition, _key_seen(table, reflected, renames, key, bounds, name,
-                                                                    plants, dialect)))
-        elif condition is not None:
+            # rows of the ids the window holds, plus the window's rows without an id. Not one WHERE
+            # with `window OR id IN (...)`: PostgreSQL plans that OR as a subquery per row (quadratic),
+            # an IN alone as a hash semi-join
+            by_id = statement.where(_key_seen(table, reflected, renames, key, bounds, name, plants, dialect))
+            no_id = statement.where(sa.and_(condition, chosen[key].is_(None)))
+            read = sa.union_all(by_id, no_id).subquery(f"{table}_read")
+            return sa.select(*read.c).order_by(*(read.c[c] for c in order_names))
+        if condition is not None:
             statement = statement.where(condition)
-    order = [chosen[c] for c in _ORDER.get(table, ()) if c in chosen]
-    if key is not None and key in chosen and not order:
-        order = [chosen[key]]
-    return statement.order_by(*(order or chosen.values()))
+    return statement.order_by(*(chosen[c] for c in order_names))
 
 
 def _key_seen(
@@ -257,7 +263,8 @@ def _key_seen(
     plants: Sequence[str] | None = None,
     dialect: str = "",
 ) -> sa.ColumnElement[bool]:
-    """Rows whose key is among the keys of the bounded rows: every version of a completion the
+    """Rows whose key is among the keys of the bounded rows (the window's own rows with a key
+    among them): every version of a completion the
     window holds a version of, whatever its own times (a correction that moved it out of the window,
     loaded after the watermark passed its `recorded_at`, still supersedes it), and every row sharing
     an id with a row of the window (conflicting rows are `DUPLICATE_ID` as in a whole read). So a

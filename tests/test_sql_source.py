@@ -236,6 +236,29 @@ def test_bounded_queries_filter_in_the_database(db: tuple[str, Path]) -> None:
     assert _count(naive, "completions") == _count(incremental, "completions")
 
 
+def test_the_rows_of_window_ids_are_a_semi_join_not_a_subquery_per_row(db: tuple[str, Path]) -> None:
+    """`window OR id IN (SELECT ...)` makes PostgreSQL run the subquery for every row (a SubPlan,
+    quadratic: minutes at a million rows); the read is a UNION ALL whose IN is a semi-join."""
+    schema, _ = db
+    bounds = {"since": pd.Timestamp("2026-01-02", tz="UTC"), "until": pd.Timestamp("2026-01-03", tz="UTC"),
+              "recorded_after": pd.Timestamp("2026-01-02", tz="UTC")}
+    engine = sa.create_engine(URL, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            for table in ("completions", "movements", "stock_counts"):
+                reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=conn)
+                for plants in (None, ["P1"]):
+                    statement = sql_source._select(table, reflected, {}, bounds, f"sql:{schema}.{table}", plants,
+                                                   conn.dialect.name)
+                    compiled = statement.compile(conn, compile_kwargs={"render_postcompile": True})
+                    plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + str(compiled),
+                                                                             compiled.params))
+                    assert "SubPlan" not in plan, plan
+                    assert "Semi Join" in plan or "Join" in plan, plan
+    finally:
+        engine.dispose()
+
+
 # ------------------------------------------------------------------------------------ credentials
 
 
