@@ -315,10 +315,78 @@ class RawFile:
         return int(path.stat().st_size // _CSV_BYTES_PER_ROW) + 1
 
 
-def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]]) -> list[RawFile]:
-    """(source, path) pairs of landing files, or (source, frame) pairs read already."""
-    return [RawFile(source, frame=raw) if isinstance(raw, pd.DataFrame) else RawFile(source, path=Path(raw))
-            for source, raw in files]
+class StagedRows(RawFile):
+    """Rows streamed from a source in batches (a SQL query's server-side cursor), each batch staged
+    as an Arrow IPC file as it arrives, so that no more than one batch is held in memory; spilled and
+    digested like a landing file, its lines counted on from batch to batch as one file's are."""
+
+    def __init__(self, source: str, parts: list[tuple[Path, int]]) -> None:
+        super().__init__(source)
+        self.parts = parts
+
+    @classmethod
+    def stage(cls, source: str, batches: Iterator[pd.DataFrame], folder: Path) -> StagedRows:
+        """Each batch written to `folder` as it comes (its pandas types kept, as `_arrow_table` keeps them)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        parts: list[tuple[Path, int]] = []
+        for number, frame in enumerate(batches):
+            if parts and frame.empty:
+                continue
+            table = _arrow_table(frame)
+            path = folder / f"part-{number:06d}.arrow"
+            with ipc.new_file(path, table.schema) as writer:  # our own file, read back by this run only
+                writer.write_table(table)
+            parts.append((path, table.num_rows))
+            del frame, table
+        return cls(source, parts)
+
+    def read(self) -> pd.DataFrame:
+        tables = [table for _, table in self.chunks(max(1, self.rows()))]
+        return tables[0].to_pandas() if len(tables) == 1 else pd.concat(
+            [t.to_pandas() for t in tables], ignore_index=True)
+
+    def chunks(self, rows: int) -> Iterator[tuple[int, pa.Table]]:
+        """The staged batches, consecutive ones joined into tables of about `rows` rows (a column
+        that is all null in one batch takes the type it has in another), each with its first line."""
+        line, size = 2, 0
+        group: list[pa.Table] = []
+        for path, count in self.parts:
+            if group and size + count > rows:
+                yield from self._joined(line, group)
+                line, group, size = line + size, [], 0
+            with ipc.open_file(path) as reader:
+                group.append(reader.read_all())
+            size += count
+        if group:
+            yield from self._joined(line, group)
+
+    @staticmethod
+    def _joined(line: int, tables: list[pa.Table]) -> Iterator[tuple[int, pa.Table]]:
+        try:
+            yield line, pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # types that do not join
+            for table in tables:
+                yield line, table
+                line += table.num_rows
+
+    def rows(self) -> int:
+        return sum(count for _, count in self.parts)
+
+
+def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]] | Sequence[RawFile]
+              ) -> list[RawFile]:
+    """(source, path) pairs of landing files, (source, frame) pairs read already, or `RawFile`s."""
+    out: list[RawFile] = []
+    for item in files:
+        if isinstance(item, RawFile):
+            out.append(item)
+            continue
+        source, raw = item
+        if isinstance(raw, RawFile):
+            out.append(raw)
+        else:
+            out.append(RawFile(source, frame=raw) if isinstance(raw, pd.DataFrame) else RawFile(source, path=Path(raw)))
+    return out
 
 
 class Spiller:
@@ -512,4 +580,4 @@ def _digest_bucket(shared: Mapping[str, Any], files: list[tuple[str, Path]]) -> 
     return partial
 
 
-__all__ = ["CompletionTotals", "RawFile", "Spiller", "raw_files", "read_spilled", "spill", "summarise_accepted"]
+__all__ = ["CompletionTotals", "RawFile", "Spiller", "StagedRows", "raw_files", "read_spilled", "spill", "summarise_accepted"]

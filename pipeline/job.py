@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -76,13 +80,16 @@ class RunInputs:
         return self.inputs.plants
 
 
-def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunInputs:
+def read_inputs(config: Config, dates: Sequence[dt.date] | None = None,
+                plants: Sequence[str] | None = None) -> RunInputs:
     """Read and validate every input table from the configured source; completions a bucket at a time.
 
     A SQL source given the dates to process pulls only what they need: completions and movements
     from the look-back window (and, for completions, every version recorded after the last run's
-    watermark), widened to the oldest previous count of the counts those dates reconcile; master
-    data and counts whole.
+    watermark; for every id it pulls, all of that id's rows), widened to the oldest previous count
+    of the counts dated on those dates or their look-back (a late date's counts are recomputed
+    too); master data whole; with `plants`, completions, movements and counts of those plants
+    (and rows without a plant) only. Landing files are read whole.
     """
     if config.sql is None:
         files = sources.landing_files(config.landing)
@@ -93,26 +100,41 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
             tables = sources.lazy_landing_files(config.landing, skip=["completions"])
             return _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones),
                                spiller)
+    # completions stream from the database into staged batches, spilled and digested like files
+    with tempfile.TemporaryDirectory(prefix="backflush-sql-", dir=config.spill_dir) as stage:
+        return _read_sql(config, dates, plants, Path(stage))
+
+
+def _read_sql(config: Config, dates: Sequence[dt.date] | None, plants: Sequence[str] | None,
+              stage: Path) -> RunInputs:
+    assert config.sql is not None
     if not dates:
-        raw = sources.read_sql_tables(config.sql)
+        raw = sources.read_sql_tables(config.sql, plants=plants, stage_dir=stage)
         with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
             return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller)
     # a plant's business date D lies within [D - 1 day, D + 2 days) in UTC, whatever its zone
     since = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days + 1), tz="UTC")
     until = pd.Timestamp(max(dates) + dt.timedelta(days=2), tz="UTC")
     watermark = _last_watermark(Warehouse(config.warehouse))
-    while True:
-        raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark)
+    for attempt in itertools.count():
+        folder = stage / f"read-{attempt}"
+        raw = sources.read_sql_tables(config.sql, since=since, until=until, recorded_after=watermark,
+                                      plants=plants, stage_dir=folder)
         loader = sources.InputLoader(raw, timezone_overrides=config.plant_timezones)
         counts = loader.stock_counts
-        days = pd.to_datetime(pd.Series(sorted(dates))).astype("datetime64[ns]")
-        reconciled = counts[counts["business_date"].isin(days)]
+        # the counts the run may recompute: those dated on its dates, and on the look-back dates it
+        # may reprocess as late (not known before reading) or whose windows reach one of them
+        first = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days))
+        reconciled = counts[counts["business_date"] >= first]
         opened = variance.with_previous_count(counts).merge(reconciled[["count_id"]], on="count_id")
         oldest = opened["previous_counted_at"].min()
         if pd.isna(oldest) or oldest >= since:
             with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
                 return _summarised(config, loader, spiller)
         since = oldest.floor("D")
+        del raw, loader
+        shutil.rmtree(folder, ignore_errors=True)  # read again from the earlier start
+    raise AssertionError("unreachable")
 
 
 def _spiller(config: Config, files: list[buckets.RawFile]) -> buckets.Spiller:
@@ -196,7 +218,7 @@ def run_dates(
     progress = progress or SILENT
     if inputs is None:
         progress.stage("read", source="sql" if config.sql is not None else config.landing)
-        inputs = read_inputs(config, dates)
+        inputs = read_inputs(config, dates, plants=plants or config.plants or None)
     run_inputs = summarised(inputs)
     scope_plants = plants_in_scope(run_inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
@@ -658,7 +680,7 @@ def backfill(
     dates = date_range(start, end)
     progress = progress or SILENT
     progress.stage("read", source="sql" if config.sql is not None else config.landing)
-    inputs = read_inputs(config, dates)
+    inputs = read_inputs(config, dates, plants=plants or config.plants or None)
     results: list[RunResult] = []
     step = max(1, config.date_batch_days)
     for i in range(0, len(dates), step):

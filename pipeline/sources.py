@@ -114,7 +114,7 @@ def lazy_landing_files(landing: str | Path, *, skip: Iterable[str] = ()
     return {table: [] if table in skipped else frames(files) for table, files in landing_files(landing).items()}
 
 
-def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, Any]]]:
     """Raw frames per table from a SQL database (see pipeline.sql_source for bounds and naming)."""
     from pipeline import sql_source
 

@@ -13,7 +13,8 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -33,6 +34,8 @@ TIME_COLUMNS = {"completions": "completed_at", "stock_counts": "counted_at", "mo
 #: Rows of a keyed table come back ordered by key (and version), so line numbers are deterministic.
 _ORDER = {"completions": ("completion_id", "recorded_at")}
 _MASKED = "***"
+#: Completion rows fetched from the database and staged at a time, when they are streamed.
+STREAM_ROWS = 100_000
 
 
 # ------------------------------------------------------------------------------------ public
@@ -44,20 +47,29 @@ def read_sql_tables(
     since: pd.Timestamp | None = None,
     until: pd.Timestamp | None = None,
     recorded_after: pd.Timestamp | None = None,
-) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    plants: Sequence[str] | None = None,
+    stage_dir: Path | None = None,
+) -> dict[str, list[tuple[str, Any]]]:
     """Raw frames per contract table from the database, as ("sql:<schema>.<table>", frame) pairs.
+
+    With `stage_dir`, completions are not one frame: they are streamed from a server-side cursor
+    in batches of STREAM_ROWS, each staged under `stage_dir` as it arrives, and come back as one
+    `buckets.StagedRows` that the run spills and digests like a landing file.
 
     Master tables (plants, items, uom_conversions, bom) are read whole. Completions are those with
     `completed_at` in [since, until) or recorded (`recorded_at`, else `completed_at`) after
     `recorded_after`; movements by `moved_at` in [since, until); stock counts by `counted_at` < until
     only (a count's previous count opens its window, however old it is).
-    A bound of None is unbounded; timestamps without a zone are UTC. Frames carry contract column
-    names; an optional table missing from the database reads as empty.
+    A bound of None is unbounded; timestamps without a zone are UTC. `plants`: completions,
+    movements and counts of these plants only (see `_plant_condition`; rows without a plant are
+    always read). Every bounded read also returns every row of each id it returns (`_key_seen`).
+    Frames carry contract column names; an optional table missing from the database reads as empty.
     """
     tables, columns = _checked_names(sql)
     url = database_url(sql)
     shown = masked_url(url)
     bounds = {"since": _utc(since), "until": _utc(until), "recorded_after": _utc(recorded_after)}
+    wanted = sorted(set(plants)) if plants else None
     try:
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     except Exception as exc:  # a bad URL or a missing driver; the text may echo the URL
@@ -66,7 +78,7 @@ def read_sql_tables(
         with engine.connect() as conn:
             with conn.begin():
                 _snapshot(conn)
-                raw = _read_all(conn, sql.schema, tables, columns, bounds, shown)
+                raw = _read_all(conn, sql.schema, tables, columns, bounds, shown, stage_dir, wanted)
     except SourceError:
         raise
     except Exception as exc:  # driver and database errors: one line, credentials removed
@@ -77,8 +89,12 @@ def read_sql_tables(
         raise error from None
     finally:
         engine.dispose()
-    log.info("read %s from %s", ", ".join(f"{t} {sum(len(f) for _, f in raw[t])}" for t in raw), shown)
+    log.info("read %s from %s", ", ".join(f"{t} {sum(_rows(f) for _, f in raw[t])}" for t in raw), shown)
     return raw
+
+
+def _rows(raw: Any) -> int:
+    return raw.rows() if hasattr(raw, "rows") else len(raw)
 
 
 def database_url(sql: SqlSource) -> str:
@@ -158,7 +174,9 @@ def _read_all(
     columns: Mapping[str, Mapping[str, str]],
     bounds: Mapping[str, pd.Timestamp | None],
     shown: str,
-) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    stage_dir: Path | None = None,
+    plants: Sequence[str] | None = None,
+) -> dict[str, list[tuple[str, Any]]]:
     inspector = sa.inspect(conn)
     schema_name = schema or inspector.default_schema_name or ""
     if schema is not None and schema not in inspector.get_schema_names():
@@ -166,7 +184,7 @@ def _read_all(
     present = set(inspector.get_table_names(schema=schema)) | set(inspector.get_view_names(schema=schema))
     if conn.dialect.name == "postgresql":
         present |= set(inspector.get_materialized_view_names(schema=schema))  # type: ignore[attr-defined]
-    raw: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    raw: dict[str, list[tuple[str, Any]]] = {}
     for table, source_table in tables.items():
         name = f"sql:{schema_name}.{source_table}" if schema_name else f"sql:{source_table}"
         if source_table not in present:
@@ -175,7 +193,16 @@ def _read_all(
                 continue
             raise SourceError(f"required table {table}: {schema_name}.{source_table} does not exist in {shown}")
         reflected = sa.Table(source_table, sa.MetaData(), schema=schema, autoload_with=conn)
-        statement = _select(table, reflected, columns.get(table, {}), bounds, name)
+        statement = _select(table, reflected, columns.get(table, {}), bounds, name, plants, conn.dialect.name)
+        if table == "completions" and stage_dir is not None:
+            from pipeline.buckets import StagedRows
+
+            # a server-side cursor (psycopg: a named cursor in the snapshot's transaction): the
+            # database sends STREAM_ROWS rows at a time and each batch is staged before the next
+            batches = pd.read_sql_query(statement.execution_options(yield_per=STREAM_ROWS), conn,
+                                        coerce_float=True, chunksize=STREAM_ROWS)
+            raw[table] = [(name, StagedRows.stage(name, batches, stage_dir / table))]
+            continue
         frame = pd.read_sql_query(statement, conn, coerce_float=True)
         raw[table] = [(name, frame)]
     return raw
@@ -187,8 +214,11 @@ def _select(
     renames: Mapping[str, str],
     bounds: Mapping[str, pd.Timestamp | None],
     name: str,
+    plants: Sequence[str] | None = None,
+    dialect: str = "",
 ) -> sa.Select[Any]:
-    """SELECT the contract columns (labelled with contract names) of one table, bounded by time."""
+    """SELECT the contract columns (labelled with contract names) of one table, bounded by time
+    (and plants), with every row of each id it selects."""
     available = {c.name: c for c in reflected.columns}
     chosen: dict[str, sa.Column[Any]] = {}
     for column in schemas.column_kinds(table):
@@ -200,18 +230,86 @@ def _select(
                               f"{name[4:]} (columns: {', '.join(available)})")
     statement = sa.select(*(col.label(column) for column, col in chosen.items()))
     time_column = TIME_COLUMNS.get(table)
+    key = schemas.INPUT_KEYS[table]
+    order_names = [c for c in _ORDER.get(table, ()) if c in chosen]
+    if key is not None and key in chosen and not order_names:
+        order_names = [key]
+    order_names = order_names or list(chosen)
     if time_column is not None:
         if time_column not in chosen:
             raise SourceError(f"{name}: required column {time_column} missing "
                               f"(map it with sql.columns.{table}.{time_column})")
-        condition = _time_condition(table, chosen, bounds, name)
+        condition = _window_condition(table, chosen, bounds, name, plants, dialect)
+        if condition is not None and key is not None and key in chosen:
+            # rows of the ids the window holds, plus the window's rows without an id. Not one WHERE
+            # with `window OR id IN (...)`: PostgreSQL plans that OR as a subquery per row (quadratic),
+            # an IN alone as a hash semi-join
+            by_id = statement.where(_key_seen(table, reflected, renames, key, bounds, name, plants, dialect))
+            no_id = statement.where(sa.and_(condition, chosen[key].is_(None)))
+            read = sa.union_all(by_id, no_id).subquery(f"{table}_read")
+            return sa.select(*read.c).order_by(*(read.c[c] for c in order_names))
         if condition is not None:
             statement = statement.where(condition)
-    order = [chosen[c] for c in _ORDER.get(table, ()) if c in chosen]
-    key = schemas.INPUT_KEYS[table]
-    if key is not None and key in chosen and not order:
-        order = [chosen[key]]
-    return statement.order_by(*(order or chosen.values()))
+    return statement.order_by(*(chosen[c] for c in order_names))
+
+
+def _key_seen(
+    table: str,
+    reflected: sa.Table,
+    renames: Mapping[str, str],
+    key: str,
+    bounds: Mapping[str, pd.Timestamp | None],
+    name: str,
+    plants: Sequence[str] | None = None,
+    dialect: str = "",
+) -> sa.ColumnElement[bool]:
+    """Rows whose key is among the keys of the bounded rows (the window's own rows with a key
+    among them): every version of a completion the
+    window holds a version of, whatever its own times (a correction that moved it out of the window,
+    loaded after the watermark passed its `recorded_at`, still supersedes it), and every row sharing
+    an id with a row of the window (conflicting rows are `DUPLICATE_ID` as in a whole read). So a
+    bounded read judges each key it returns exactly as a read of the whole table does."""
+    inner = reflected.alias(f"{reflected.name}_window")
+    columns = {c.name: c for c in inner.columns}
+    seen = {column: columns[renames.get(column, column)] for column in schemas.column_kinds(table)
+            if renames.get(column, column) in columns}
+    condition = _window_condition(table, seen, bounds, name, plants, dialect, suffix="_seen")
+    assert condition is not None
+    outer = reflected.columns[renames.get(key, key)]
+    return outer.in_(sa.select(seen[key]).where(condition))
+
+
+def _window_condition(
+    table: str,
+    chosen: Mapping[str, sa.Column[Any]],
+    bounds: Mapping[str, pd.Timestamp | None],
+    name: str,
+    plants: Sequence[str] | None,
+    dialect: str,
+    suffix: str = "",
+) -> sa.ColumnElement[bool] | None:
+    """The rows of the run's window: its time bounds and its plants (None: every row)."""
+    parts = [c for c in (_time_condition(table, chosen, bounds, name, suffix),
+                         _plant_condition(chosen.get("plant_id"), plants, dialect, suffix)) if c is not None]
+    return None if not parts else parts[0] if len(parts) == 1 else sa.and_(*parts)
+
+
+#: A plant id that coercion keeps exactly as it is (no surrounding whitespace to strip, not blank).
+_PLAIN_ID = "^[A-Za-z0-9_.:/-]+$"
+
+
+def _plant_condition(column: sa.Column[Any] | None, plants: Sequence[str] | None, dialect: str,
+                     suffix: str = "") -> sa.ColumnElement[bool] | None:
+    """Rows that may belong to `plants` once coerced: the plant exactly as given, or missing, or
+    any value that is not a plain id (padded with whitespace, blank, unusual characters), which
+    coercion decides. Only rows with a plain id of another plant are left out, and for those the
+    raw value is the coerced one. Pushed down only on PostgreSQL (`~`) and a text column; None
+    (every row) otherwise."""
+    if not plants or column is None or dialect != "postgresql" or not isinstance(column.type, sa.String):
+        return None
+    named: sa.BindParameter[list[str]] = sa.bindparam("plants" + suffix, list(plants), expanding=True)
+    plain = column.op("~", is_comparison=True)(sa.bindparam("plain_id" + suffix, _PLAIN_ID, type_=sa.String()))
+    return sa.or_(column.is_(None), column.in_(named), sa.not_(plain))
 
 
 def _time_condition(
@@ -219,15 +317,16 @@ def _time_condition(
     chosen: Mapping[str, sa.Column[Any]],
     bounds: Mapping[str, pd.Timestamp | None],
     name: str,
+    suffix: str = "",
 ) -> sa.ColumnElement[bool] | None:
     """[since, until) on the table's time column; for completions OR recorded after the watermark."""
     column = chosen[TIME_COLUMNS[table]]
     window: list[sa.ColumnElement[bool]] = []
     # a count's previous count may be any age (it opens the count's window): counts have no lower bound
     if bounds["since"] is not None and table != "stock_counts":
-        window.append(column >= _bound("since", bounds["since"], column, name))
+        window.append(column >= _bound("since" + suffix, bounds["since"], column, name))
     if bounds["until"] is not None:
-        window.append(column < _bound("until", bounds["until"], column, name))
+        window.append(column < _bound("until" + suffix, bounds["until"], column, name))
     if not window:
         return None  # unbounded window: every row, whatever the watermark
     # a row without a time belongs to no window but must still reach quarantine
@@ -235,7 +334,7 @@ def _time_condition(
     if table == "completions" and bounds["recorded_after"] is not None:
         recorded = chosen.get("recorded_at")
         version = sa.func.coalesce(recorded, column) if recorded is not None else column
-        condition = sa.or_(condition, version > _bound("recorded_after", bounds["recorded_after"], column, name))
+        condition = sa.or_(condition, version > _bound("recorded_after" + suffix, bounds["recorded_after"], column, name))
     return condition
 
 

@@ -141,20 +141,21 @@ def changed_dates(
     """Earlier dates within the look-back whose inputs differ from their reference fingerprint
     (see `recorded_fingerprints`): new, corrected or removed completions, movements or counts.
 
-    Only plants that have run before are checked: a first run processes what it was asked for.
+    A date with input rows that no successful run has recorded a fingerprint for is new data: so a
+    plant that no run has seen yet (its first data arrived late, or a fresh warehouse) has every
+    look-back date that holds rows reprocessed, like any other plant's new date (semantics 6).
     """
     none = pd.DataFrame({"plant_id": pd.Series([], dtype="str"),
                          "business_date": pd.Series([], dtype="datetime64[ns]")})
-    if not requested or lookback_days <= 0 or history.empty:
+    if not requested or lookback_days <= 0:
         return none
-    ran = {str(p) for plants in history.loc[history["status"] == "ok", "plants"] for p in _as_list(plants)}
     window = _lookback_window(requested, lookback_days)
-    recorded = recorded_fingerprints(history, window)
+    recorded = recorded_fingerprints(history, window) if not history.empty else none.assign(
+        recorded=pd.Series([], dtype="str"))
     current = fingerprints[fingerprints["business_date"].isin(window)]
     if current.empty and recorded.empty:
         return none
     both = current.astype({"fingerprint": "str"}).merge(recorded, on=["plant_id", "business_date"], how="outer")
-    both = both[both["plant_id"].isin(ran)]
     differs = both["fingerprint"].fillna(NO_ROWS) != both["recorded"].fillna(NO_ROWS)
     return both.loc[differs, ["plant_id", "business_date"]].drop_duplicates().reset_index(drop=True)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -303,3 +304,23 @@ def test_demand_sums_equal_a_group_by_over_every_row(rows: list[tuple[int, int, 
     pd.testing.assert_frame_equal(merged.sort_values(["key", "day", "location"]).reset_index(drop=True),
                                   expected, check_dtype=False)
     assert merged["completions"].dtype == np.int64 and sums.rows == len(expected)
+
+
+def test_staged_batches_join_a_column_that_is_null_in_one_batch(tmp_path: Path) -> None:
+    """A streamed batch whose column is all null (Arrow type null) joins a batch that has values:
+    the rows come back as one table and one frame, with lines counted on across batches."""
+    first = pd.DataFrame({"completion_id": ["A", "B"], "qty_good": [1.0, 2.0], "order_id": [None, None]})
+    second = pd.DataFrame({"completion_id": ["C"], "qty_good": [3.0], "order_id": ["O-7"]})
+    staged = buckets.StagedRows.stage("sql:s.completions", iter([first, second]), tmp_path / "stage")
+    assert staged.rows() == 3 and [n for _, n in staged.parts] == [2, 1]
+    [(line, table)] = list(staged.chunks(10))
+    assert line == 2 and table.num_rows == 3 and (
+        pa.types.is_string(table.schema.field("order_id").type) or pa.types.is_large_string(table.schema.field("order_id").type))
+    frame = staged.read()
+    assert frame["completion_id"].tolist() == ["A", "B", "C"]
+    assert frame["order_id"].isna().tolist() == [True, True, False] and frame["order_id"].iloc[2] == "O-7"
+    # chunks smaller than the batches: one batch each, lines 2 and 4
+    assert [(line, t.num_rows) for line, t in staged.chunks(1)] == [(2, 2), (4, 1)]
+    # an empty stream is one empty batch (its columns still say what the source holds)
+    empty = buckets.StagedRows.stage("sql:s.completions", iter([first.iloc[0:0]]), tmp_path / "empty")
+    assert empty.rows() == 0 and list(empty.read().columns) == ["completion_id", "qty_good", "order_id"]

@@ -249,7 +249,11 @@ def test_nightly_run_writes_what_the_cli_writes(world: dict[str, Any]) -> None:
         pd.testing.assert_frame_equal(dag_rows, cli_rows, obj=dataset)
     dag_runs = runs(world["wh"]["nightly"])
     assert sorted(dag_runs["plant"]) == ["P1", "P2", "P3"]  # one run per plant task
-    assert {d for ds in dag_runs["dates"] for d in ds} == {NIGHTLY_DATE}
+    # the first run on a fresh warehouse also processes the look-back dates holding data (issue 12)
+    dates = {d for ds in dag_runs["dates"] for d in ds}
+    assert dates == {d for ds in runs(world["wh"]["cli"])["dates"] for d in ds}
+    look_back = {(dt.date.fromisoformat(NIGHTLY_DATE) - dt.timedelta(days=i)).isoformat() for i in range(1, 8)}
+    assert NIGHTLY_DATE in dates and dates - {NIGHTLY_DATE} and dates - {NIGHTLY_DATE} <= look_back
 
 
 def test_nightly_fans_out_one_named_task_per_plant(world: dict[str, Any]) -> None:
@@ -276,9 +280,11 @@ def test_nightly_announces_partitions_and_rows_as_asset_events(world: dict[str, 
         dataset = asset.removeprefix("backflush.")
         assert sorted(e["plants"][0] for e in extras) == ["P1", "P2", "P3"]
         table = Warehouse(str(world["wh"]["nightly"])).read(dataset)
+        processed = runs(world["wh"]["nightly"]).set_index("plant")["dates"]
         for extra in extras:
             plant = extra["plants"][0]
-            assert extra["business_dates"] == [NIGHTLY_DATE]
+            assert extra["business_dates"] == processed[plant]  # the night and its look-back (a first run)
+            assert NIGHTLY_DATE in extra["business_dates"]
             assert extra["rows"] == sum(p["rows"] for p in extra["partitions"]) > 0
             assert all(p["plant_id"] == plant for p in extra["partitions"])
             assert extra["rows"] == int((table["plant_id"] == plant).sum()), f"{asset} {plant}"

@@ -143,10 +143,11 @@ def test_the_watermark_is_in_the_runs_dataset(tmp_path: Path, landing: Path) -> 
     recorded = json.loads(runs.iloc[0]["input_fingerprints"])
     # one fingerprint per (plant, date) with completions, movements or counts, as the run saw them
     assert sorted(recorded) == [f"{P}|{d}" for d in sorted(["2026-02-20", "2026-03-01", *PRODUCTION_DAYS])]
-    # without that history (a fresh warehouse) the same run cannot know what is late
+    # without that history (a fresh warehouse) no run has recorded any date: every look-back date
+    # holding rows is new data and is processed (26 Feb is 8 days back; 28 Feb holds no rows)
     add_late_data(landing)
     fresh = job.run_dates(config_for(tmp_path / "fresh", landing), [dt.date(2026, 3, 6)])
-    assert fresh.business_dates == [dt.date(2026, 3, 6)]
+    assert fresh.business_dates == [dt.date(2026, 2, 27), *(dt.date(2026, 3, d) for d in range(1, 7))]
 
 
 def test_a_shorter_look_back_leaves_older_changes_alone(tmp_path: Path, landing: Path) -> None:
@@ -201,3 +202,87 @@ def test_a_late_count_is_late_data(tmp_path: Path, landing: Path) -> None:
     assert k1["opening_qty"] == 4100.0  # K1b's counted quantity
     assert k1["book_qty"] == 3600.0  # 4100 - 100 x 5 on 4 March
     assert k1["variance_qty"] == -100.0  # 3500 - 3600
+
+
+# ------------------------------------------------------------------ plants no run has seen (issue 12.2)
+
+
+def plant_completion(cid: str, plant: str, day_: str, qty_good: float, recorded_at: str | None = None,
+                     ) -> dict[str, object]:
+    return {"completion_id": cid, "plant_id": plant, "location_id": L, "item_id": "FG", "qty_good": qty_good,
+            "completed_at": f"{day_}T10:00:00Z", "recorded_at": recorded_at or f"{day_}T10:00:00Z"}
+
+
+def _posted(root: Path, run_id: str) -> dict[tuple[str, pd.Timestamp, str], float]:
+    postings = read(root, "postings")
+    mine = postings[postings["run_id"] == run_id]
+    return {(p, d, i): q for p, d, i, q in zip(mine["plant_id"], mine["business_date"], mine["item_id"],
+                                                mine["qty_delta"], strict=True)}
+
+
+def test_late_first_data_of_a_new_plant_is_processed(tmp_path: Path) -> None:
+    """D = 5 March. The run for D-1 saw only P1; then P2's first completion ever arrives, for D-2."""
+    landing = make_landing(tmp_path, items=ITEMS, bom=BOM,
+                           completions=[plant_completion("A1", "P1", "2026-03-04", 100)])
+    before = run(tmp_path, landing, ["2026-03-04"])
+    assert before.plants == ["P1"] and before.business_dates == [dt.date(2026, 3, 4)]
+    write_table(landing, "completions", [
+        plant_completion("B1", "P2", "2026-03-03", 40, recorded_at="2026-03-05T07:00:00Z"),  # late, P2's first
+        plant_completion("A2", "P1", "2026-03-05", 100),
+    ], name="late.csv")
+    result = run(tmp_path, landing, ["2026-03-05"])
+    assert result.plants == ["P1", "P2"]
+    assert result.business_dates == [dt.date(2026, 3, 3), dt.date(2026, 3, 5)]
+    assert _posted(tmp_path, result.run_id) == {
+        ("P2", day("2026-03-03"), "FG"): 40.0,  # P2's late completion: 40 FG received
+        ("P2", day("2026-03-03"), "RM"): -200.0,  # -(40 x 5) kg issued
+        ("P1", day("2026-03-05"), "FG"): 100.0,  # D's own completion
+        ("P1", day("2026-03-05"), "RM"): -500.0,  # -(100 x 5)
+    }
+    adjustments = read(tmp_path, "adjustments").set_index(KEY)
+    receipt = adjustments.loc[("P2", day("2026-03-03"), L, "FG", "production_receipt")]
+    issue = adjustments.loc[("P2", day("2026-03-03"), L, "RM", "backflush_issue")]
+    assert (receipt["qty"], receipt["value"]) == (40.0, 400.0)  # 40 x 10.00
+    assert (issue["qty"], issue["value"]) == (-200.0, -600.0)  # -200 x 3.00
+    # recorded now: the same run again finds nothing late and posts nothing
+    again = run(tmp_path, landing, ["2026-03-05"])
+    assert again.business_dates == [dt.date(2026, 3, 5)]
+    assert again.rows_written.get("postings", 0) == 0
+
+
+def test_a_plant_left_out_of_earlier_runs_has_its_look_back_processed(tmp_path: Path) -> None:
+    """P2's rows were there all along, but every earlier run was for P1 only: no run has a
+    fingerprint of P2, so its look-back dates are new data when it is first processed."""
+    landing = make_landing(tmp_path, items=ITEMS, bom=BOM, completions=[
+        plant_completion("A1", "P1", "2026-03-04", 100),
+        plant_completion("B1", "P2", "2026-03-02", 10),  # D-3
+        plant_completion("B0", "P2", "2026-02-25", 20),  # D-8: outside the 7-day look-back of D
+    ])
+    run(tmp_path, landing, ["2026-03-04"], plants=["P1"])
+    result = run(tmp_path, landing, ["2026-03-05"], plants=["P2"])
+    assert result.business_dates == [dt.date(2026, 3, 2), dt.date(2026, 3, 5)]
+    assert _posted(tmp_path, result.run_id) == {
+        ("P2", day("2026-03-02"), "FG"): 10.0,  # 10 FG received
+        ("P2", day("2026-03-02"), "RM"): -50.0,  # -(10 x 5)
+    }
+
+
+def test_the_first_run_on_a_fresh_warehouse_processes_its_look_back(tmp_path: Path) -> None:
+    """No run at all before: every date of the look-back that holds rows has data no run has seen."""
+    landing = make_landing(tmp_path, items=ITEMS, bom=BOM, completions=[
+        plant_completion("A0", "P1", "2026-02-25", 20),  # D-8: outside the look-back, left alone
+        plant_completion("A1", "P1", "2026-03-02", 30),  # D-3
+        plant_completion("A2", "P1", "2026-03-05", 100),  # D
+    ])
+    result = run(tmp_path, landing, ["2026-03-05"])
+    assert result.business_dates == [dt.date(2026, 3, 2), dt.date(2026, 3, 5)]
+    assert _posted(tmp_path, result.run_id) == {
+        ("P1", day("2026-03-02"), "FG"): 30.0,
+        ("P1", day("2026-03-02"), "RM"): -150.0,  # -(30 x 5)
+        ("P1", day("2026-03-05"), "FG"): 100.0,
+        ("P1", day("2026-03-05"), "RM"): -500.0,  # -(100 x 5)
+    }
+    # 25 Feb was seen by that first run (its fingerprint is recorded): a later run whose look-back
+    # reaches it leaves it alone until it changes, as before
+    later = run(tmp_path, landing, ["2026-03-01"])
+    assert later.business_dates == [dt.date(2026, 3, 1)]

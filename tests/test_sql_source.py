@@ -21,6 +21,7 @@ from pipeline import job, schemas, sources, sql_source
 from pipeline.config import SqlSource, load_config
 from pipeline.generate import generate_landing
 from pipeline.sources import SourceError
+from pipeline.warehouse import Warehouse
 
 URL = os.environ.get("BACKFLUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 START = dt.date(2026, 1, 1)
@@ -190,6 +191,11 @@ def _count(raw: dict[str, list[tuple[str, pd.DataFrame]]], table: str) -> int:
     return sum(len(frame) for _, frame in raw[table])
 
 
+def _with_ids(frame: pd.DataFrame, key: str, chosen: pd.Series) -> int:
+    """How many rows are chosen or share a (non-null) id with a chosen row."""
+    return int((chosen | frame[key].isin(frame.loc[chosen, key].dropna())).sum())
+
+
 def test_bounded_queries_filter_in_the_database(db: tuple[str, Path]) -> None:
     schema, landing = db
     sql = SqlSource(url=URL, schema=schema)
@@ -204,19 +210,23 @@ def test_bounded_queries_filter_in_the_database(db: tuple[str, Path]) -> None:
     incremental = sql_source.read_sql_tables(sql, since=since, until=until, recorded_after=watermark)
     open_start = sql_source.read_sql_tables(sql, until=until)
 
-    # rows without a time are always pulled (they must reach quarantine)
+    # rows without a time are always pulled (they must reach quarantine); with every row of each
+    # id pulled (every version of a completion, every row of an id: DUPLICATE_ID is judged whole)
     in_window = (completions["completed_at"].ge(since) & completions["completed_at"].lt(until)) | completions[
         "completed_at"].isna()
     recorded = completions["recorded_at"].fillna(completions["completed_at"]) > watermark
     assert _count(everything, "completions") == len(completions)
-    assert 0 < _count(window, "completions") == int(in_window.sum()) < len(completions)
-    assert _count(incremental, "completions") == int((in_window | recorded).sum()) > _count(window, "completions")
-    assert _count(open_start, "completions") == int((completions["completed_at"].lt(until)
-                                                      | completions["completed_at"].isna()).sum())
+    window_rows = _with_ids(completions, "completion_id", in_window)
+    assert 0 < _count(window, "completions") == window_rows < len(completions)
+    assert _count(incremental, "completions") == _with_ids(completions, "completion_id", in_window | recorded) > \
+        _count(window, "completions")
+    assert _count(open_start, "completions") == _with_ids(completions, "completion_id", completions[
+        "completed_at"].lt(until) | completions["completed_at"].isna())
     # counts have no lower bound: a count's previous count opens its window, however old
-    assert 0 < _count(window, "stock_counts") == int((counts["counted_at"].lt(until) | counts["counted_at"].isna()).sum())
-    assert 0 < _count(window, "movements") == int(((moves["moved_at"].ge(since) & moves["moved_at"].lt(until))
-                                                  | moves["moved_at"].isna()).sum())
+    assert 0 < _count(window, "stock_counts") == _with_ids(counts, "count_id", counts["counted_at"].lt(until)
+                                                           | counts["counted_at"].isna())
+    assert 0 < _count(window, "movements") == _with_ids(moves, "movement_id", (
+        moves["moved_at"].ge(since) & moves["moved_at"].lt(until)) | moves["moved_at"].isna())
     for master in ("plants", "items", "uom_conversions", "bom"):
         assert _count(window, master) == _count(everything, master) == len(_landing_frame(landing, master))
     # a naive bound is UTC, and a column without a time zone holds UTC: the same rows either way
@@ -226,6 +236,29 @@ def test_bounded_queries_filter_in_the_database(db: tuple[str, Path]) -> None:
                                            "qty_good": "good_qty"}}),
         since=since.tz_localize(None), until=until.tz_convert("Asia/Shanghai"), recorded_after=watermark)
     assert _count(naive, "completions") == _count(incremental, "completions")
+
+
+def test_the_rows_of_window_ids_are_a_semi_join_not_a_subquery_per_row(db: tuple[str, Path]) -> None:
+    """`window OR id IN (SELECT ...)` makes PostgreSQL run the subquery for every row (a SubPlan,
+    quadratic: minutes at a million rows); the read is a UNION ALL whose IN is a semi-join."""
+    schema, _ = db
+    bounds = {"since": pd.Timestamp("2026-01-02", tz="UTC"), "until": pd.Timestamp("2026-01-03", tz="UTC"),
+              "recorded_after": pd.Timestamp("2026-01-02", tz="UTC")}
+    engine = sa.create_engine(URL, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            for table in ("completions", "movements", "stock_counts"):
+                reflected = sa.Table(table, sa.MetaData(), schema=schema, autoload_with=conn)
+                for plants in (None, ["P1"]):
+                    statement = sql_source._select(table, reflected, {}, bounds, f"sql:{schema}.{table}", plants,
+                                                   conn.dialect.name)
+                    compiled = statement.compile(conn, compile_kwargs={"render_postcompile": True})
+                    plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + str(compiled),
+                                                                             compiled.params))
+                    assert "SubPlan" not in plan, plan
+                    assert "Semi Join" in plan or "Join" in plan, plan
+    finally:
+        engine.dispose()
 
 
 # ------------------------------------------------------------------------------------ credentials
@@ -340,3 +373,203 @@ def test_an_unreachable_database_is_a_transient_failure() -> None:
     with pytest.raises(SourceError) as caught:
         sql_source.read_sql_tables(SqlSource(url=URL, schema="bf_no_such_schema"))
     assert caught.value.transient is False  # a configuration mistake does not go away by waiting
+
+
+# ------------------------------------------------------------------------------------ corrections (issue 12.3)
+
+
+def _at(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def _completion(cid: str, qty: float, completed: str, recorded: str) -> dict[str, object]:
+    return {"completion_id": cid, "plant_id": "P1", "location_id": "L1", "item_id": "FG", "qty_good": qty,
+            "qty_scrap": 0.0, "completed_at": _at(completed), "recorded_at": _at(recorded)}
+
+
+def _movement(mid: str, qty: float, moved: str) -> dict[str, object]:
+    return {"movement_id": mid, "plant_id": "P1", "location_id": "L1", "item_id": "RM", "qty": qty,
+            "moved_at": _at(moved), "kind": "receipt"}
+
+
+def test_a_correction_moved_out_of_the_read_window_is_seen(engine: sa.Engine, tmp_path: Path) -> None:
+    """C1 (100 FG on 3 March) is corrected to 1 February; the correction is loaded after the run for
+    4 March although its recorded_at is older than that run's watermark. A SQL run for 5 March reads
+    from 20 February (K1's previous count) on: it must still see that C1 moved away, exactly as a
+    landing holding the same rows does, and reverse 3 March's postings. A movement id with a second,
+    conflicting row outside the window is DUPLICATE_ID from both sources."""
+    from tests.landing import write_table
+
+    tables: dict[str, list[dict[str, object]]] = {
+        "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 0},
+                  {"item_id": "RM", "uom": "KG", "standard_cost": 3.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 3}],
+        "bom": [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5.0}],
+        "completions": [_completion("C1", 100, "2026-03-03T10:00", "2026-03-03T10:00"),
+                        _completion("C2", 50, "2026-03-04T10:00", "2026-03-04T10:00")],  # watermark: 4 March 10:00
+        "stock_counts": [{"count_id": k, "plant_id": "P1", "location_id": "L1", "item_id": "RM", "counted_qty": q,
+                          "counted_at": _at(t)} for k, q, t in (("K0", 1000.0, "2026-02-20T18:00"),
+                                                                ("K1", 250.0, "2026-03-04T18:00"))],
+        "movements": [_movement("M1", 7, "2026-03-03T12:00"), _movement("M1", 7, "2026-02-01T12:00")],
+    }
+    correction = [_completion("C1", 100, "2026-02-01T10:00", "2026-03-03T12:00")]  # recorded before the watermark
+    schema = f"bf_sql_move_{uuid.uuid4().hex[:10]}"
+    landing = tmp_path / "landing"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here, not configuration
+    try:
+        for table, rows in tables.items():
+            write_table(landing, table, rows, name="part.parquet")
+            pd.DataFrame(rows).to_sql(table, engine, schema=schema, index=False)
+        from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"))
+        from_sql = from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
+                                      sql=SqlSource(url=URL, schema=schema))
+        for config in (from_files, from_sql):
+            job.run_dates(config, [dt.date(2026, 3, 4)])
+        write_table(landing, "completions", correction, name="late.parquet")
+        pd.DataFrame(correction).to_sql("completions", engine, schema=schema, index=False, if_exists="append")
+        results = [job.run_dates(config, [dt.date(2026, 3, 5)]) for config in (from_files, from_sql)]
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    for result in results:  # 3 March changed (C1 left it); 1 February is outside the 7-day look-back
+        assert result.business_dates == [dt.date(2026, 3, 3), dt.date(2026, 3, 5)]
+    files, sql = _outputs(tmp_path / "files"), _outputs(tmp_path / "sql")
+    compared = [k for k in files if k.split("/")[0] in ("consumption", "adjustments", "postings", "variance",
+                                                       "quarantine")]
+    assert compared == [k for k in sql if k.split("/")[0] in ("consumption", "adjustments", "postings", "variance",
+                                                             "quarantine")]
+    for key in compared:
+        pd.testing.assert_frame_equal(sql[key], files[key], check_exact=False, rtol=1e-12, obj=key)
+
+    warehouse = Warehouse(str(tmp_path / "sql"))
+    postings = warehouse.read("postings")
+    last = postings[postings["run_id"] == results[1].run_id]
+    assert {(d.date().isoformat(), i): q for d, i, q in zip(last["business_date"], last["item_id"], last["qty_delta"],
+                                                            strict=True)} == {
+        ("2026-03-03", "FG"): -100.0,  # C1's receipt reversed: 0 - 100
+        ("2026-03-03", "RM"): 500.0,  # and its issue: 0 - (-(100 x 5))
+    }
+    totals = postings.groupby([postings["business_date"].dt.strftime("%Y-%m-%d"), "item_id"])["qty_delta"].sum()
+    assert totals.to_dict() == {("2026-03-03", "FG"): 0.0, ("2026-03-03", "RM"): 0.0,  # +100 - 100; -500 + 500
+                                ("2026-03-04", "FG"): 50.0, ("2026-03-04", "RM"): -250.0}  # C2: 50; -(50 x 5)
+    k1 = warehouse.read("variance").set_index("count_id").loc["K1"]
+    assert k1["movements_qty"] == 0.0  # both M1 rows are DUPLICATE_ID: no movement counts
+    assert k1["theoretical_usage_qty"] == 250.0  # C2 only: 50 x 5 (C1 is now before K0)
+    assert k1["book_qty"] == 750.0  # 1000 - 250
+    assert k1["variance_qty"] == -500.0  # 250 - 750
+    assert k1["variance_value"] == -1500.0  # -500 x 3.00
+    quarantine = warehouse.read("quarantine")
+    assert sorted(quarantine.loc[quarantine["error_code"] == "DUPLICATE_ID", "source_key"]) == ["M1"]  # 3 March's row
+
+
+# ------------------------------------------------------------------------------------ streaming (issue 17.4)
+
+
+def test_completions_are_streamed_in_staged_batches(db: tuple[str, Path], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a stage folder, completions come from a server-side cursor STREAM_ROWS rows at a time,
+    each batch staged as it arrives: the same rows, in the same order, as one whole read."""
+    from pipeline.buckets import StagedRows
+
+    schema, landing = db
+    monkeypatch.setattr(sql_source, "STREAM_ROWS", 50)
+    sql = SqlSource(url=URL, schema=schema)
+    whole = sql_source.read_sql_tables(sql)
+    streamed = sql_source.read_sql_tables(sql, stage_dir=tmp_path / "stage")
+    [(name, staged)] = streamed["completions"]
+    assert isinstance(staged, StagedRows) and name == f"sql:{schema}.completions"
+    rows = len(_landing_frame(landing, "completions"))
+    assert staged.rows() == rows and len(staged.parts) == -(-rows // 50)  # ceil(rows / 50) batches
+    assert all(count == 50 for _, count in staged.parts[:-1])
+    (_, frame), = whole["completions"]
+    got = staged.read()
+    assert list(got.columns) == list(frame.columns)
+    assert got["completion_id"].astype("str").tolist() == frame["completion_id"].astype("str").tolist()
+    pd.testing.assert_series_equal(got["qty_good"].astype("float64"), frame["qty_good"].astype("float64"))
+    # chunks for spilling join batches up to the asked size and count lines on across them
+    chunks = [(line, table.num_rows) for line, table in staged.chunks(120)]
+    assert sum(n for _, n in chunks) == rows and all(n <= 120 for _, n in chunks[:-1])
+    assert [line for line, _ in chunks] == [2 + sum(n for _, n in chunks[:i]) for i in range(len(chunks))]
+    assert [n for _, n in chunks[:-1]] == [100] * (len(chunks) - 1)  # two 50-row batches; a third makes 150
+    # master tables and the other bounded tables are still frames
+    assert all(isinstance(f, pd.DataFrame) for t in ("items", "movements") for _, f in streamed[t])
+
+
+def test_streamed_batches_through_many_buckets_give_the_same_outputs_as_files(
+        db: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small batches and small buckets: the staged batches are spilled across buckets like files."""
+    schema, landing = db
+    monkeypatch.setattr(sql_source, "STREAM_ROWS", 37)
+    dates = [START + dt.timedelta(days=i) for i in range(DAYS)]
+    from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"), bucket_rows=60)
+    from_sql = from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
+                                  sql=SqlSource(url=URL, schema=schema))
+    result_files = job.run_dates(from_files, dates)
+    result_sql = job.run_dates(from_sql, dates)
+    assert result_sql.rows_read == result_files.rows_read
+    files, sql = _outputs(tmp_path / "files"), _outputs(tmp_path / "sql")
+    assert sorted(sql) == sorted(files)
+    for key in files:
+        pd.testing.assert_frame_equal(sql[key], files[key], check_exact=False, rtol=1e-12, obj=key)
+
+
+def test_a_plant_restricted_run_reads_only_its_plants_rows_and_writes_what_files_give(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """`--plant P1` from SQL pulls P1's rows, rows without a usable plant (coercion judges them) and
+    every row of each id it pulls; it writes exactly what the same rows in a landing give."""
+    from tests.landing import write_table
+
+    def row(cid: str, plant: str | None, qty: float, recorded: str = "2026-03-03T10:00") -> dict[str, object]:
+        return {**_completion(cid, qty, "2026-03-03T10:00", recorded), "plant_id": plant}
+
+    tables: dict[str, list[dict[str, object]]] = {
+        "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 0},
+                  {"item_id": "RM", "uom": "KG", "standard_cost": 3.0, "phantom": False, "backflush": True,
+                   "uom_decimals": 3}],
+        "bom": [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5.0}],
+        "completions": [
+            row("A1", "P1", 10),
+            row("A2", " P1 ", 20),  # P1 once stripped: not a plain id, so pulled
+            row("A3", "\t", 5),  # blank: INVALID, in quarantine
+            row("A4", None, 6),  # missing: INVALID, in quarantine
+            row("B1", "P2", 40),  # another plant's plain id: not pulled
+            row("A5", "P1", 7), row("A5", "P2", 7, recorded="2026-03-03T11:00"),  # moved to P2 by a correction
+            row("A6", "P1", 8), row("A6", "P2", 9),  # conflicting, same recorded_at: DUPLICATE_ID, both
+        ],
+        "stock_counts": [{"count_id": k, "plant_id": p, "location_id": "L1", "item_id": "RM", "counted_qty": 100.0,
+                          "counted_at": _at("2026-03-03T18:00")} for k, p in (("K1", "P1"), ("K2", "P2"))],
+    }
+    schema = f"bf_sql_plant_{uuid.uuid4().hex[:10]}"
+    landing = tmp_path / "landing"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here, not configuration
+    try:
+        for table, rows in tables.items():
+            write_table(landing, table, rows, name="part.parquet")
+            pd.DataFrame(rows).to_sql(table, engine, schema=schema, index=False)
+        from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"))
+        from_sql = from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
+                                      sql=SqlSource(url=URL, schema=schema))
+        result_files, result_sql = (job.run_dates(c, [dt.date(2026, 3, 3)], plants=["P1"])
+                                    for c in (from_files, from_sql))
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    assert result_files.rows_read["completions"] == 9 and result_sql.rows_read["completions"] == 8  # not B1
+    assert result_files.rows_read["stock_counts"] == 2 and result_sql.rows_read["stock_counts"] == 1  # not K2
+    files, sql = _outputs(tmp_path / "files"), _outputs(tmp_path / "sql")
+    compared = [k for k in files if not k.startswith("runs/")]
+    assert compared and compared == [k for k in sql if not k.startswith("runs/")]
+    for key in compared:
+        pd.testing.assert_frame_equal(sql[key], files[key], check_exact=False, rtol=1e-12, obj=key)
+    adjustments = Warehouse(str(tmp_path / "sql")).read("adjustments").set_index(["plant_id", "item_id"])["qty"]
+    assert adjustments.to_dict() == {("P1", "FG"): 30.0, ("P1", "RM"): -150.0}  # A1 + A2 = 10 + 20; -(30 x 5)
+    quarantine = Warehouse(str(tmp_path / "sql")).read("quarantine")
+    rejected = quarantine[quarantine["table"] == "completions"]
+    assert sorted(zip(rejected["source_key"], rejected["error_code"], strict=True)) == [
+        ("A3", "INVALID"), ("A4", "INVALID"), ("A6", "DUPLICATE_ID")]  # A6's P2 row is P2's, not in this run
