@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -18,10 +19,11 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline import job, schemas, sources, sql_source
-from pipeline.config import SqlSource, load_config
+from pipeline.config import Config, SqlSource, load_config
 from pipeline.generate import generate_landing
 from pipeline.sources import SourceError
 from pipeline.warehouse import Warehouse
+from tests.landing import write_table
 
 URL = os.environ.get("BACKFLUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 START = dt.date(2026, 1, 1)
@@ -67,6 +69,27 @@ def db(engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         with engine.begin() as conn:
             conn.exec_driver_sql(f'CREATE TABLE "{schema}".canary (x int)')
         yield schema, landing
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.contextmanager
+def _files_and_sql(engine: sa.Engine, tmp_path: Path, tables: dict[str, list[dict[str, object]]],
+                   prefix: str) -> Iterator[tuple[Config, Config, str]]:
+    """The same rows as Parquet landing files and as tables of a fresh schema (dropped at the end):
+    yields (config reading the files, config reading SQL, schema)."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    landing = tmp_path / "landing"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here, not configuration
+    try:
+        for table, rows in tables.items():
+            write_table(landing, table, rows, name="part.parquet")
+            pd.DataFrame(rows).to_sql(table, engine, schema=schema, index=False)
+        from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"))
+        yield from_files, from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
+                                             sql=SqlSource(url=URL, schema=schema)), schema
     finally:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -398,7 +421,6 @@ def test_a_correction_moved_out_of_the_read_window_is_seen(engine: sa.Engine, tm
     from 20 February (K1's previous count) on: it must still see that C1 moved away, exactly as a
     landing holding the same rows does, and reverse 3 March's postings. A movement id with a second,
     conflicting row outside the window is DUPLICATE_ID from both sources."""
-    from tests.landing import write_table
 
     tables: dict[str, list[dict[str, object]]] = {
         "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
@@ -414,25 +436,12 @@ def test_a_correction_moved_out_of_the_read_window_is_seen(engine: sa.Engine, tm
         "movements": [_movement("M1", 7, "2026-03-03T12:00"), _movement("M1", 7, "2026-02-01T12:00")],
     }
     correction = [_completion("C1", 100, "2026-02-01T10:00", "2026-03-03T12:00")]  # recorded before the watermark
-    schema = f"bf_sql_move_{uuid.uuid4().hex[:10]}"
-    landing = tmp_path / "landing"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here, not configuration
-    try:
-        for table, rows in tables.items():
-            write_table(landing, table, rows, name="part.parquet")
-            pd.DataFrame(rows).to_sql(table, engine, schema=schema, index=False)
-        from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"))
-        from_sql = from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
-                                      sql=SqlSource(url=URL, schema=schema))
+    with _files_and_sql(engine, tmp_path, tables, "bf_sql_move") as (from_files, from_sql, schema):
         for config in (from_files, from_sql):
             job.run_dates(config, [dt.date(2026, 3, 4)])
-        write_table(landing, "completions", correction, name="late.parquet")
+        write_table(tmp_path / "landing", "completions", correction, name="late.parquet")
         pd.DataFrame(correction).to_sql("completions", engine, schema=schema, index=False, if_exists="append")
         results = [job.run_dates(config, [dt.date(2026, 3, 5)]) for config in (from_files, from_sql)]
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
     for result in results:  # 3 March changed (C1 left it); 1 February is outside the 7-day look-back
         assert result.business_dates == [dt.date(2026, 3, 3), dt.date(2026, 3, 5)]
@@ -520,7 +529,6 @@ def test_a_plant_restricted_run_reads_only_its_plants_rows_and_writes_what_files
         engine: sa.Engine, tmp_path: Path) -> None:
     """`--plant P1` from SQL pulls P1's rows, rows without a usable plant (coercion judges them) and
     every row of each id it pulls; it writes exactly what the same rows in a landing give."""
-    from tests.landing import write_table
 
     def row(cid: str, plant: str | None, qty: float, recorded: str = "2026-03-03T10:00") -> dict[str, object]:
         return {**_completion(cid, qty, "2026-03-03T10:00", recorded), "plant_id": plant}
@@ -543,22 +551,9 @@ def test_a_plant_restricted_run_reads_only_its_plants_rows_and_writes_what_files
         "stock_counts": [{"count_id": k, "plant_id": p, "location_id": "L1", "item_id": "RM", "counted_qty": 100.0,
                           "counted_at": _at("2026-03-03T18:00")} for k, p in (("K1", "P1"), ("K2", "P2"))],
     }
-    schema = f"bf_sql_plant_{uuid.uuid4().hex[:10]}"
-    landing = tmp_path / "landing"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here, not configuration
-    try:
-        for table, rows in tables.items():
-            write_table(landing, table, rows, name="part.parquet")
-            pd.DataFrame(rows).to_sql(table, engine, schema=schema, index=False)
-        from_files = load_config(None, landing=str(landing), warehouse=str(tmp_path / "files"))
-        from_sql = from_files.replace(warehouse=str(tmp_path / "sql"), landing=str(tmp_path / "no-landing"),
-                                      sql=SqlSource(url=URL, schema=schema))
+    with _files_and_sql(engine, tmp_path, tables, "bf_sql_plant") as (from_files, from_sql, _):
         result_files, result_sql = (job.run_dates(c, [dt.date(2026, 3, 3)], plants=["P1"])
                                     for c in (from_files, from_sql))
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
     assert result_files.rows_read["completions"] == 9 and result_sql.rows_read["completions"] == 8  # not B1
     assert result_files.rows_read["stock_counts"] == 2 and result_sql.rows_read["stock_counts"] == 1  # not K2
