@@ -38,7 +38,6 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline.generate import generate_landing
 from pipeline.warehouse import Warehouse
 from tests.airflow_env import AIRFLOW, airflow_environment
 from tests.test_dags import COMPARED, read, write_config
@@ -76,6 +75,14 @@ def airflow(env: dict[str, str], *args: str, timeout: float = 180) -> str:
     """One `airflow ...` command; its stdout. Fails the test with its output if it fails."""
     done = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def backflush(*args: str) -> str:
+    """One `backflush ...` command (-q: the summary only); its stdout."""
+    cli = Path(sys.executable).with_name("backflush")
+    done = subprocess.run([str(cli), "-q", *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"backflush {' '.join(args)} failed:\n{done.stderr[-3000:]}"
     return done.stdout
 
 
@@ -156,8 +163,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
     root = tmp_path_factory.mktemp("scheduler")
     landing = root / "landing"
-    generate_landing(landing, items=12, completions=300, days=DAYS, seed=7, start=START, plants=2,
-                     bad_rows=True, file_format="csv")
+    backflush("generate", "--out", str(landing), "--items", "12", "--completions", "300", "--days", str(DAYS),
+              "--seed", "7", "--start", START.isoformat(), "--plants", "2", "--bad-rows", "--format", "csv")
     config = write_config(root / "backflush.toml", landing, root / "warehouse", lock_timeout_seconds=600)
 
     database = f"airflow_e2e_{os.getpid()}"
@@ -256,12 +263,9 @@ def world(stack: dict[str, Any]) -> dict[str, Any]:
     runs = {r["dag_run_id"]: r for dag_id in ("backflush_nightly", "backflush_on_arrival") for r in api.runs(dag_id)}
 
     # the CLI, over the same range, into an empty warehouse
-    cli = Path(sys.executable).with_name("backflush")
     cli_wh = stack["root"] / "cli-warehouse"
-    done = subprocess.run([str(cli), "-q", "backfill", "--landing", str(stack["landing"]), "--warehouse", str(cli_wh),
-                           "--start", BACKFILL[0], "--end", ARRIVAL_DATE], capture_output=True, text=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stderr
+    backflush("backfill", "--landing", str(stack["landing"]), "--warehouse", str(cli_wh), "--start", BACKFILL[0],
+              "--end", ARRIVAL_DATE)
     return {"scheduled": scheduled, "backfill_ids": backfill_ids, "manual_id": manual_id, "event": event,
             "arrival_ids": arrival_ids, "states": states, "tis": tis, "runs": runs,
             "warehouse": stack["root"] / "warehouse", "cli_warehouse": cli_wh,
