@@ -258,3 +258,23 @@ def test_orders_split_across_buckets_give_the_same_result(tmp_path: Path, bucket
     assert variance.loc["K2", "theoretical_usage_qty"] == 4.0  # 2 + 2
     again = run(tmp_path, landing, ["2026-03-02", "2026-03-03"], bucket_rows=bucket_rows, workers=workers)
     assert again.rows_written.get("postings", 0) == 0
+
+
+def test_fixed_quantities_through_the_command_line(tmp_path: Path) -> None:
+    """`backflush run` in a process of its own over the order of the first test."""
+    import subprocess
+    import sys
+
+    landing = make_landing(tmp_path, items=ITEMS, bom=BOM, completions=ORDER)
+    command = [sys.executable, "-m", "pipeline.cli", "--quiet", "run", "--landing", str(landing),
+               "--warehouse", str(tmp_path / "warehouse"), "--date", "2026-03-02"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    got = adjustments(tmp_path)
+    assert got == {
+        (day("2026-03-02"), L, "FG", "production_receipt"): 10.0,  # C1 6 + C2 4
+        (day("2026-03-02"), L, "RM", "backflush_issue"): -50.0,  # 10 x 5
+        (day("2026-03-02"), L, "SETUP", "backflush_issue"): -2.0,  # MO1 once
+    }
+    postings = read(tmp_path, "postings").set_index("item_id")["qty_delta"].to_dict()
+    assert postings == {"FG": 10.0, "RM": -50.0, "SETUP": -2.0}
