@@ -122,7 +122,10 @@ SETUP_COUNTS = [
 
 def test_partial_completions_of_an_order_share_its_fixed_quantity(tmp_path: Path) -> None:
     landing = make_landing(tmp_path, items=ITEMS, bom=BOM, completions=ORDER, stock_counts=SETUP_COUNTS)
-    run(tmp_path, landing, ["2026-03-02", "2026-03-03"])
+    result = run(tmp_path, landing, ["2026-03-02", "2026-03-03"])
+    # the run's summary: RM 75 kg (15 x 5) at 3.00 = 225; SETUP 2 (once) at 7.00 = 14
+    assert result.top_components == [{"component_item_id": "RM", "uom": "KG", "qty": 75.0, "value": 225.0},
+                                      {"component_item_id": "SETUP", "uom": "EA", "qty": 2.0, "value": 14.0}]
     assert adjustments(tmp_path) == {
         (day("2026-03-02"), L, "FG", "production_receipt"): 10.0,  # 6 + 4
         (day("2026-03-02"), L, "RM", "backflush_issue"): -50.0,  # 10 x 5
