@@ -175,10 +175,23 @@ def _read_all(
                 continue
             raise SourceError(f"required table {table}: {schema_name}.{source_table} does not exist in {shown}")
         reflected = sa.Table(source_table, sa.MetaData(), schema=schema, autoload_with=conn)
-        statement = _select(table, reflected, columns.get(table, {}), bounds, name)
+        # with fixed-quantity lines, an order's earlier completions decide which completion carries
+        # it: those of orders completed in the window are read however old (issue 16.3)
+        whole_orders = table == "completions" and _has_fixed_lines(raw.get("bom", []))
+        statement = _select(table, reflected, columns.get(table, {}), bounds, name, whole_orders=whole_orders)
         frame = pd.read_sql_query(statement, conn, coerce_float=True)
         raw[table] = [(name, frame)]
     return raw
+
+
+def _has_fixed_lines(bom: list[tuple[str, pd.DataFrame]]) -> bool:
+    """Whether a BOM read raw has a line whose fixed_qty reads as true (as coercion would read it)."""
+    for _, frame in bom:
+        if "fixed_qty" in frame.columns:
+            text = frame["fixed_qty"].astype("str").str.strip().str.lower()
+            if text.isin(["true", "t", "1", "1.0", "yes", "y"]).any():
+                return True
+    return False
 
 
 def _select(
@@ -187,6 +200,8 @@ def _select(
     renames: Mapping[str, str],
     bounds: Mapping[str, pd.Timestamp | None],
     name: str,
+    *,
+    whole_orders: bool = False,
 ) -> sa.Select[Any]:
     """SELECT the contract columns (labelled with contract names) of one table, bounded by time."""
     available = {c.name: c for c in reflected.columns}
@@ -205,6 +220,8 @@ def _select(
             raise SourceError(f"{name}: required column {time_column} missing "
                               f"(map it with sql.columns.{table}.{time_column})")
         condition = _time_condition(table, chosen, bounds, name)
+        if condition is not None and whole_orders and "order_id" in chosen:
+            condition = sa.or_(condition, _orders_in_window(chosen, bounds, name))
         if condition is not None:
             statement = statement.where(condition)
     order = [chosen[c] for c in _ORDER.get(table, ()) if c in chosen]
@@ -237,6 +254,22 @@ def _time_condition(
         version = sa.func.coalesce(recorded, column) if recorded is not None else column
         condition = sa.or_(condition, version > _bound("recorded_after", bounds["recorded_after"], column, name))
     return condition
+
+
+def _orders_in_window(
+    chosen: Mapping[str, sa.Column[Any]], bounds: Mapping[str, pd.Timestamp | None], name: str
+) -> sa.ColumnElement[bool]:
+    """Completions of an order that has a completion in [since, until): matched on order_id alone
+    (an order is also its plant and item, so this reads a few rows more, never fewer)."""
+    order, time = chosen["order_id"], chosen[TIME_COLUMNS["completions"]]
+    inner = order.table.alias("orders_in_window")
+    inner_order, inner_time = inner.c[order.name], inner.c[time.name]
+    window: list[sa.ColumnElement[bool]] = [inner_order.is_not(None)]
+    if bounds["since"] is not None:
+        window.append(inner_time >= _bound("orders_since", bounds["since"], time, name))
+    if bounds["until"] is not None:
+        window.append(inner_time < _bound("orders_until", bounds["until"], time, name))
+    return sa.and_(order.is_not(None), order.in_(sa.select(inner_order).where(*window)))
 
 
 def _bound(key: str, value: pd.Timestamp | None, column: sa.Column[Any], name: str) -> sa.BindParameter[Any]:

@@ -281,3 +281,61 @@ def test_fixed_quantities_through_the_command_line(tmp_path: Path) -> None:
     }
     postings = read(tmp_path, "postings").set_index("item_id")["qty_delta"].to_dict()
     assert postings == {"FG": 10.0, "RM": -50.0, "SETUP": -2.0}
+
+
+# ------------------------------------------------------------------------------------ SQL sources
+
+
+def test_a_bounded_sql_pull_reads_the_earlier_completions_of_its_orders(tmp_path: Path) -> None:
+    """A SQL pull for 10 March with a look-back of 1 day reads completions from 8 March on; MO1's
+    first completion (1 March) is older, and still carries MO1: it is read because MO1 has a
+    completion in the window. Against the real PostgreSQL, in a schema of its own."""
+    import os
+    import uuid
+
+    import sqlalchemy as sa
+
+    from pipeline.config import SqlSource
+
+    url = os.environ.get("BACKFLUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.OperationalError:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    schema = f"bf_fixed_{uuid.uuid4().hex[:10]}"
+    stamp = "datetime64[us, UTC]"
+    completions = pd.DataFrame([
+        completion("O1", 4, "2026-03-01T10:00:00Z", "MO1"),
+        completion("O2", 6, "2026-03-10T10:00:00Z", "MO1"),
+        completion("X1", 1, "2026-03-10T11:00:00Z", None),
+        completion("Q1", 9, "2026-03-01T12:00:00Z", "MO9"),  # an old order with nothing in the window
+    ]).astype({"completed_at": stamp, "recorded_at": stamp})
+    tables = {
+        "items": pd.DataFrame(ITEMS).astype({"phantom": "str", "backflush": "str"}),
+        "bom": pd.DataFrame(BOM).assign(fixed_qty=[False, True]),
+        "completions": completions,
+        "stock_counts": pd.DataFrame({"count_id": pd.Series([], dtype="str"), "plant_id": pd.Series([], dtype="str"),
+                                      "location_id": pd.Series([], dtype="str"), "item_id": pd.Series([], dtype="str"),
+                                      "counted_qty": pd.Series([], dtype="float64"),
+                                      "counted_at": pd.Series([], dtype=stamp)}),
+    }
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')  # a name made here
+    try:
+        for name, frame in tables.items():
+            frame.to_sql(name, engine, schema=schema, index=False)
+        config = config_for(tmp_path, tmp_path / "no-landing", lookback_days=1).replace(
+            sql=SqlSource(url=url, schema=schema))
+        result = job.run_dates(config, [dt.date(2026, 3, 10)])
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
+    assert result.rows_read["completions"] == 3  # O1 (its order is in the window), O2, X1; not Q1
+    assert adjustments(tmp_path) == {
+        (day("2026-03-10"), L, "FG", "production_receipt"): 7.0,  # 6 + 1
+        (day("2026-03-10"), L, "RM", "backflush_issue"): -35.0,  # 7 x 5
+        (day("2026-03-10"), L, "SETUP", "backflush_issue"): -2.0,  # X1 only: MO1 was carried by O1
+    }
