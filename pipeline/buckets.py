@@ -114,13 +114,13 @@ class _Digester:
         accepted = batch.accepted
         fingerprints = variance.fingerprint_parts("completions", accepted)
         watermark = accepted["recorded_at"].max() if not accepted.empty else None
-        tagged = self.catalog.tag(consumption.produced(accepted))
+        tagged = self.catalog.tag(consumption.produced(accepted, orders=self.catalog.has_fixed))
         good, rejects = consumption.exploded_completions(tagged, self.catalog.errors, accepted)
         # a completion without an order carries its own fixed quantities; the first completion of an
         # order is found across buckets (`_Totals`), which add its fixed quantities when merged
         carried = good["order_id"].isna().to_numpy() if "order_id" in good.columns else np.ones(len(good), bool)
         demand = consumption.completion_demand(good, carried)
-        orders = consumption.first_of_orders(good if self.catalog.has_fixed else good.iloc[0:0])
+        orders = consumption.first_of_orders(good)  # none without order_id (no fixed line)
         self.windows.receipts[:] = 0.0
         self.windows.usage[:] = 0.0
         self.windows.add_completions(good.assign(orders=carried.astype("float64")), self.catalog.requirements)

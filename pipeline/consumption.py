@@ -305,13 +305,15 @@ class ExplodedCompletions:
         return self.tagged[~self.tagged["key"].isin(self.errors["key"])]
 
 
-def produced(completions: pd.DataFrame) -> pd.DataFrame:
+def produced(completions: pd.DataFrame, *, orders: bool = True) -> pd.DataFrame:
     """ENGINE_COLUMNS + _row of the completions that produced something.
 
     A cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error.
+    orders: keep order_id (only fixed-quantity lines need it; without it every completion is an
+    order of its own, which changes nothing when no line is fixed).
     """
     made = ((completions["qty_good"] + completions["qty_scrap"]) > 0).to_numpy()
-    columns = [c for c in ENGINE_COLUMNS if c in completions.columns]  # order_id is optional
+    columns = [c for c in ENGINE_COLUMNS if c in completions.columns and (orders or c != "order_id")]
     return completions.loc[made, columns].assign(_row=np.flatnonzero(made))
 
 
@@ -322,7 +324,7 @@ def explode_all(
     """Tag completions with explosion keys and explode each distinct key once (in `catalog`, if
     given: keys it knows are not exploded again)."""
     catalog = catalog or ExplosionCatalog(bom_table, items, conversions, broken)
-    tagged = catalog.tag(produced(completions))
+    tagged = catalog.tag(produced(completions, orders=catalog.has_fixed))
     return ExplodedCompletions(tagged=tagged, requirements=catalog.requirements, errors=catalog.errors)
 
 

@@ -339,3 +339,15 @@ def test_a_bounded_sql_pull_reads_the_earlier_completions_of_its_orders(tmp_path
         (day("2026-03-10"), L, "RM", "backflush_issue"): -35.0,  # 7 x 5
         (day("2026-03-10"), L, "SETUP", "backflush_issue"): -2.0,  # X1 only: MO1 was carried by O1
     }
+
+
+def test_a_fixed_qty_that_is_not_a_boolean_is_an_invalid_line(tmp_path: Path) -> None:
+    """fixed_qty "maybe": the line is INVALID, so FG cannot explode and its completion is quarantined
+    whole (decisions: an INVALID line makes its parent unusable); an empty fixed_qty is false."""
+    lines = [{**BOM[0], "fixed_qty": ""}, {**BOM[1], "fixed_qty": "maybe"}]
+    landing = make_landing(tmp_path, items=ITEMS, bom=lines, completions=ORDER[1:2])
+    result = run(tmp_path, landing, ["2026-03-02"])
+    quarantine = read(tmp_path, "quarantine")
+    assert sorted(quarantine["table"]) == ["bom", "completions"]
+    assert set(quarantine["error_code"]) == {"INVALID"}
+    assert result.rows_written.get("postings", 0) == 0
