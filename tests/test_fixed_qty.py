@@ -351,3 +351,28 @@ def test_a_fixed_qty_that_is_not_a_boolean_is_an_invalid_line(tmp_path: Path) ->
     assert sorted(quarantine["table"]) == ["bom", "completions"]
     assert set(quarantine["error_code"]) == {"INVALID"}
     assert result.rows_written.get("postings", 0) == 0
+
+
+def test_cancelling_the_first_completions_hands_the_order_to_the_next(tmp_path: Path) -> None:
+    """C1 and C2 (2 March) are cancelled later: C3 (3 March) is MO1's first now and carries SETUP."""
+    landing = make_landing(tmp_path, items=ITEMS, bom=BOM, completions=ORDER)
+    run(tmp_path, landing, ["2026-03-02", "2026-03-03"])
+    late = "2026-03-04T07:00:00Z"
+    write_table(landing, "completions", [completion("C1", 0, "2026-03-02T08:00:00Z", "MO1", recorded_at=late),
+                                         completion("C2", 0, "2026-03-02T12:00:00Z", "MO1", recorded_at=late)],
+                name="cancel.csv")
+    result = run(tmp_path, landing, ["2026-03-04"])
+    assert result.business_dates == [dt.date(2026, 3, 2), dt.date(2026, 3, 3), dt.date(2026, 3, 4)]
+    postings = read(tmp_path, "postings")
+    new = postings[postings["run_id"] == result.run_id].set_index(["business_date", "item_id"])["qty_delta"]
+    assert new.to_dict() == {
+        (day("2026-03-02"), "FG"): -10.0,  # 6 + 4 cancelled
+        (day("2026-03-02"), "RM"): 50.0,  # 10 x 5 given back
+        (day("2026-03-02"), "SETUP"): 2.0,  # MO1's SETUP leaves 2 March
+        (day("2026-03-03"), "SETUP"): -2.0,  # and is issued with C3
+    }
+    assert adjustments(tmp_path) == {
+        (day("2026-03-03"), L, "FG", "production_receipt"): 5.0,
+        (day("2026-03-03"), L, "RM", "backflush_issue"): -25.0,
+        (day("2026-03-03"), L, "SETUP", "backflush_issue"): -2.0,
+    }
