@@ -16,7 +16,8 @@ from pipeline import bom
 from pipeline.sources import empty_quarantine, quarantine_rows
 
 DEMAND_KEYS = ["plant_id", "business_date", "location_id", "item_id"]
-# what the engine needs of a completion; the rest (order, source line) stays behind until quarantine
+# what the engine needs of a completion (order_id only when a BOM line is fixed); the rest (source
+# line) stays behind until quarantine
 ENGINE_COLUMNS = ["completion_id", "plant_id", "location_id", "item_id", "qty_good", "qty_scrap", "completed_at",
                   "business_date", "order_id"]
 # a production order: its fixed quantities are needed once, by its first completion (issue 16.3)
