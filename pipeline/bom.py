@@ -24,7 +24,9 @@ class Explosion:
     """Per-unit requirements of each explosion key, and the keys that cannot be exploded.
 
     requirements: key, component_item_id, qty_per_unit (signed, in the component's base unit;
-        negative: a by-product), summed over every line and path that reaches the component.
+        negative: a by-product), qty_per_order (the same, needed once per production order: the
+        fixed-quantity lines and what they reach), each summed over every line and path that
+        reaches the component.
     errors: key, error_code, message (one row per failing key).
     """
 
@@ -124,6 +126,8 @@ def line_requirements(
     """Each BOM line's requirement per one unit of its parent, in the component's base unit.
 
     r = qty_per * conv(uom -> base uom) / base_qty * (1 + scrap_pct/100), scrap only when qty_per > 0.
+    A fixed-quantity line (`fixed`) is needed once per order, whatever the parent's quantity: its
+    base_qty divides nothing (r = qty_per * conv * scrap).
     Lines that cannot be computed carry a `line_error` code and message instead. `broken`:
     (plant_id, parent_item_id, message) of lines rejected at read; each becomes an always
     effective INVALID line of its parent, so the parent cannot explode on what is left.
@@ -132,7 +136,9 @@ def line_requirements(
     phantom = items.set_index("item_id")["phantom"].astype(bool)
     factor = conversion_factors(lines, items, conversions)
     scrap = np.where(lines["qty_per"] > 0, 1.0 + lines["scrap_pct"] / 100.0, 1.0)
-    r = lines["qty_per"] * factor / lines["base_qty"] * scrap
+    fixed = lines["fixed_qty"].fillna(False).astype(bool) if "fixed_qty" in lines.columns \
+        else pd.Series(False, index=lines.index)
+    r = lines["qty_per"] * factor / lines["base_qty"].where(~fixed, 1.0) * scrap
     unknown = ~isin(lines["component_item_id"], items["item_id"])
     no_conv = ~unknown & factor.isna()
     base = lines["component_item_id"].map(items.set_index("item_id")["uom"])
@@ -156,6 +162,7 @@ def line_requirements(
             "valid_from": lines["valid_from"].astype("datetime64[ns]"),
             "valid_to": lines["valid_to"].astype("datetime64[ns]"),
             "component_phantom": lines["component_item_id"].map(phantom).astype("boolean").fillna(False).astype(bool),
+            "fixed": fixed.to_numpy(dtype=bool),
             "line_error": pd.Series(error, dtype="str"),
             "line_message": pd.Series(message, dtype="str"),
         }
@@ -171,6 +178,7 @@ def line_requirements(
             "valid_from": pd.Series(pd.NaT, index=broken.index, dtype="datetime64[ns]"),
             "valid_to": pd.Series(pd.NaT, index=broken.index, dtype="datetime64[ns]"),
             "component_phantom": False,
+            "fixed": False,
             "line_error": "INVALID",
             "line_message": broken["message"].astype("str"),
         }
@@ -197,6 +205,10 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
     down; every other component is a leaf. A key fails whole when its item is unknown, it or a
     phantom on its path has no effective BOM, a line needs a missing conversion or names an
     unknown component, or an item reappears on its own path.
+
+    A fixed-quantity line needs its own quantity once per order (not `mult` times it: the quantity
+    of its parent does not scale it), and everything below it is per order too: a variable line
+    under it multiplies the per-order quantity, a fixed one starts again from its own.
     """
     errors: list[pd.DataFrame] = []
     results: list[pd.DataFrame] = []
@@ -212,12 +224,13 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
             "effective_date": keys.loc[~unknown_root, "effective_date"].to_numpy().astype("datetime64[ns]"),
             "parent_item_id": keys.loc[~unknown_root, "item_id"].to_numpy(),
             "mult": 1.0,
+            "per_order": False,
         }
     )
     frontier["path"] = frontier["parent_item_id"]
     frontier["anc_0"] = frontier["parent_item_id"]
     line_columns = ["plant_id", "parent_item_id", "component_item_id", "r", "valid_from", "valid_to",
-                    "component_phantom", "line_error", "line_message"]
+                    "component_phantom", "fixed", "line_error", "line_message"]
     level = 0
     # No level cap: a path that never revisits an item is at most as long as there are items, and a
     # revisit ends its path as BOM_CYCLE, so the loop ends on every BOM however deep.
@@ -250,10 +263,14 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
             errors.append(_errors(bad["key"], "BOM_CYCLE",
                                   "BOM cycle: " + bad["path"] + " > " + bad["component_item_id"]))
         ok = joined[~line_failed.to_numpy() & ~revisits]
-        qty = ok["mult"] * ok["r"]
+        fixed = ok["fixed"].to_numpy(dtype=bool)
+        qty = ok["r"].where(fixed, ok["mult"] * ok["r"])
+        per_order = ok["per_order"].to_numpy(dtype=bool) | fixed
         leaves = ~ok["component_phantom"]
+        leaf_qty, leaf_order = qty[leaves], per_order[leaves.to_numpy()]
         results.append(pd.DataFrame({"key": ok.loc[leaves, "key"], "component_item_id": ok.loc[leaves, "component_item_id"],
-                                     "qty_per_unit": qty[leaves]}))
+                                     "qty_per_unit": np.where(leaf_order, 0.0, leaf_qty),
+                                     "qty_per_order": np.where(leaf_order, leaf_qty, 0.0)}))
         deeper = ok[~leaves]
         level += 1
         frontier = pd.DataFrame(
@@ -263,6 +280,7 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
                 "effective_date": deeper["effective_date"],
                 "parent_item_id": deeper["component_item_id"],
                 "mult": qty[~leaves],
+                "per_order": per_order[~leaves.to_numpy()],
                 "path": deeper["path"] + " > " + deeper["component_item_id"],
                 **{c: deeper[c] for c in ancestors},
                 f"anc_{level}": deeper["component_item_id"],
@@ -272,9 +290,10 @@ def explode(keys: pd.DataFrame, lines: pd.DataFrame, items: pd.DataFrame) -> Exp
     error_frame = _first_error_per_key(errors)
     requirements = pd.concat(results, ignore_index=True) if results else pd.DataFrame(
         {"key": pd.Series([], dtype="int64"), "component_item_id": pd.Series([], dtype="str"),
-         "qty_per_unit": pd.Series([], dtype="float64")})
+         "qty_per_unit": pd.Series([], dtype="float64"), "qty_per_order": pd.Series([], dtype="float64")})
     requirements = requirements[~requirements["key"].isin(error_frame["key"])]
-    requirements = requirements.groupby(["key", "component_item_id"], as_index=False, sort=True)["qty_per_unit"].sum()
+    requirements = requirements.groupby(["key", "component_item_id"], as_index=False, sort=True)[
+        ["qty_per_unit", "qty_per_order"]].sum()
     return Explosion(requirements=requirements, errors=error_frame)
 
 

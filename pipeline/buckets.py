@@ -43,7 +43,8 @@ from pipeline.sources import (
 )
 
 _ID = "completion_id"
-_DEMAND_SUMS = ["qty_good", "qty_scrap", "qty", "completions"]
+_DEMAND_SUMS = ["qty_good", "qty_scrap", "qty", "completions", "orders"]
+ORDER_COMPACT_ROWS = 1_000_000  # first completions of orders gathered before they are reduced again
 # above this many buckets, the split finishes before the master data is read: side by side, the
 # split's workers and a large master read would add their peaks
 OVERLAP_MAX_BUCKETS = 40
@@ -94,6 +95,7 @@ class _Partial:
     touched: np.ndarray
     receipts: np.ndarray
     usage: np.ndarray
+    orders: pd.DataFrame  # consumption.ORDER_COLUMNS: the bucket's first completion of each order
 
 
 @dataclass
@@ -112,12 +114,16 @@ class _Digester:
         accepted = batch.accepted
         fingerprints = variance.fingerprint_parts("completions", accepted)
         watermark = accepted["recorded_at"].max() if not accepted.empty else None
-        tagged = self.catalog.tag(consumption.produced(accepted))
+        tagged = self.catalog.tag(consumption.produced(accepted, orders=self.catalog.has_fixed))
         good, rejects = consumption.exploded_completions(tagged, self.catalog.errors, accepted)
-        demand = consumption.completion_demand(good)
+        # a completion without an order carries its own fixed quantities; the first completion of an
+        # order is found across buckets (`_Totals`), which add its fixed quantities when merged
+        carried = good["order_id"].isna().to_numpy() if "order_id" in good.columns else np.ones(len(good), bool)
+        demand = consumption.completion_demand(good, carried)
+        orders = consumption.first_of_orders(good)  # none without order_id (no fixed line)
         self.windows.receipts[:] = 0.0
         self.windows.usage[:] = 0.0
-        self.windows.add_completions(good, self.catalog.requirements)
+        self.windows.add_completions(good.assign(orders=carried.astype("float64")), self.catalog.requirements)
         touched = np.flatnonzero((self.windows.receipts != 0) | (self.windows.usage != 0))
         keys = self.catalog.keys.iloc[self.reported:]
         self.reported = len(self.catalog.keys)
@@ -129,6 +135,7 @@ class _Digester:
             new_keys=keys.reset_index(drop=True), new_requirements=requirements[requirements["key"].isin(new)],
             new_errors=errors[errors["key"].isin(new)], touched=touched,
             receipts=self.windows.receipts[touched].copy(), usage=self.windows.usage[touched].copy(),
+            orders=orders,
         )
 
 
@@ -145,6 +152,8 @@ class _Totals:
     watermark: pd.Timestamp | None = None
     renumber: dict[int, np.ndarray] = field(default_factory=dict)
     locations: pd.Index = field(default_factory=lambda: pd.Index([], dtype="object"))
+    orders: list[pd.DataFrame] = field(default_factory=list)  # first completions of orders (run's keys)
+    order_rows: int = 0
 
     def add(self, part: _Partial) -> None:
         mapping = self.catalog.adopt(part.new_keys, part.new_requirements, part.new_errors)
@@ -156,6 +165,8 @@ class _Totals:
         self.renumber[part.pid] = known
         if not part.demand.empty:
             self._add_demand(part.demand, known)
+        if not part.orders.empty:
+            self._add_orders(part.orders.assign(key=known[part.orders["key"].to_numpy(dtype="int64")]))
         self.summary.add(part.summary)
         if not part.explode_rejects.empty:
             self.rejects.append(part.explode_rejects)
@@ -176,6 +187,33 @@ class _Totals:
         self.demand.add(renumber[demand["key"].to_numpy(dtype="int64")],
                         demand["business_date"].to_numpy(dtype="datetime64[ns]").view("int64"),
                         known[codes].astype("int64"), {c: demand[c].to_numpy() for c in _DEMAND_SUMS})
+
+    def _add_orders(self, orders: pd.DataFrame) -> None:
+        """A bucket's first completion of each order; reduced to one per order when many gathered."""
+        self.orders.append(orders)
+        self.order_rows += len(orders)
+        if self.order_rows > ORDER_COMPACT_ROWS:
+            self.orders = [consumption.first_of_orders(pd.concat(self.orders, ignore_index=True))]
+            self.order_rows = len(self.orders[0])
+
+    def _carry_orders(self) -> pd.DataFrame:
+        """The first completion of every order over all buckets carries the order's fixed
+        quantities: one order more in its demand row, its fixed flows in the count windows at its
+        time; the fingerprint parts of the orders whose first completion needs a fixed quantity."""
+        if not self.orders:
+            return pd.DataFrame()
+        firsts = consumption.first_of_orders(pd.concat(self.orders, ignore_index=True))
+        self.orders, self.order_rows = [], 0
+        if firsts.empty:
+            return pd.DataFrame()
+        zeros = np.zeros(len(firsts))
+        rows = firsts.assign(qty_good=zeros, qty_scrap=zeros, qty=zeros, completions=zeros.astype("int64"),
+                             orders=np.ones(len(firsts), dtype="int64"))
+        self._add_demand(rows, np.arange(int(firsts["key"].max()) + 1, dtype="int64"))
+        requirements = self.catalog.requirements
+        self.windows.add_completions(rows.assign(orders=1.0), requirements)
+        fixed_keys = requirements.loc[requirements["qty_per_order"] != 0, "key"].unique()
+        return variance.fingerprint_parts("orders", firsts[firsts["key"].isin(fixed_keys)])
 
     def _decoded(self) -> pd.DataFrame:
         """The demand frame (`consumption.completion_demand`) of the summed codes, in its key order
@@ -200,6 +238,9 @@ class _Totals:
         return demand
 
     def result(self, buckets: int) -> CompletionTotals:
+        order_parts = self._carry_orders()
+        if not order_parts.empty:
+            self.fingerprints.append(order_parts)
         demand = self._decoded() if self.demand.rows else consumption.empty_demand()
         self.demand = _DemandSums()
         fingerprints = pd.concat(self.fingerprints, ignore_index=True) if self.fingerprints else pd.DataFrame()

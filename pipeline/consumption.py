@@ -16,9 +16,14 @@ from pipeline import bom
 from pipeline.sources import empty_quarantine, quarantine_rows
 
 DEMAND_KEYS = ["plant_id", "business_date", "location_id", "item_id"]
-# what the engine needs of a completion; the rest (order, source line) stays behind until quarantine
+# what the engine needs of a completion (order_id only when a BOM line is fixed); the rest (source
+# line) stays behind until quarantine
 ENGINE_COLUMNS = ["completion_id", "plant_id", "location_id", "item_id", "qty_good", "qty_scrap", "completed_at",
-                  "business_date"]
+                  "business_date", "order_id"]
+# a production order: its fixed quantities are needed once, by its first completion (issue 16.3)
+ORDER_KEYS = ["plant_id", "item_id", "order_id"]
+# what the first completion of an order tells the merge of buckets
+ORDER_COLUMNS = ORDER_KEYS + ["completed_at", "completion_id", "business_date", "location_id", "key"]
 
 
 def exploded_completions(
@@ -44,17 +49,50 @@ def exploded_completions(
     return tagged[~failed], quarantine_rows("completions", rows, bad["error_code"], message)
 
 
-def completion_demand(tagged: pd.DataFrame) -> pd.DataFrame:
-    """Good, scrapped and total units per (plant, business date, location, item, explosion key)."""
+def first_of_orders(good: pd.DataFrame) -> pd.DataFrame:
+    """ORDER_COLUMNS of the first completion of each order among `good` (completions that
+    produced something and exploded): first by completed_at, then completion_id. Completions
+    without an order_id are orders of their own and are not listed."""
+    if "order_id" not in good.columns:
+        return good.iloc[0:0].reindex(columns=ORDER_COLUMNS)
+    ordered = good.loc[good["order_id"].notna(), ORDER_COLUMNS]
+    ordered = ordered.sort_values(ORDER_KEYS + ["completed_at", "completion_id"], kind="stable")
+    return ordered.drop_duplicates(ORDER_KEYS).reset_index(drop=True)
+
+
+def carries_order(good: pd.DataFrame) -> np.ndarray:
+    """Whether each completion carries its order's fixed quantities: one without an order_id
+    always does, one with an order_id when it is its order's first (`first_of_orders`) in `good`."""
+    if "order_id" not in good.columns:
+        return np.ones(len(good), dtype=bool)
+    carried = good["order_id"].isna().to_numpy()
+    firsts = first_of_orders(good)
+    if not firsts.empty:
+        carried |= good["completion_id"].isin(firsts["completion_id"]).to_numpy() & ~carried
+    return carried
+
+
+def completion_demand(tagged: pd.DataFrame, carried: np.ndarray | None = None) -> pd.DataFrame:
+    """Good, scrapped and total units per (plant, business date, location, item, explosion key),
+    and the orders whose fixed quantities they carry.
+
+    carried: per completion, whether it carries its order's fixed quantities (default: as
+    `carries_order` finds within `tagged`; a bucket passes only the completions without an order,
+    the first of each order being found across buckets).
+    """
+    if carried is None:
+        carried = carries_order(tagged)
     frame = tagged.assign(
         qty=tagged["qty_good"] + tagged["qty_scrap"],
         counted=(tagged["qty_good"] + tagged["qty_scrap"] > 0).astype("int64"),
+        orders=np.asarray(carried, dtype="int64"),
     )
     return frame.groupby(DEMAND_KEYS + ["key"], as_index=False, sort=True).agg(
         qty_good=("qty_good", "sum"),
         qty_scrap=("qty_scrap", "sum"),
         qty=("qty", "sum"),
         completions=("counted", "sum"),
+        orders=("orders", "sum"),
     )
 
 
@@ -64,7 +102,17 @@ def empty_demand() -> pd.DataFrame:
     return pd.DataFrame({"plant_id": text, "business_date": pd.Series([], dtype="datetime64[ns]"),
                          "location_id": text, "item_id": text, "key": pd.Series([], dtype="int64"),
                          "qty_good": pd.Series([], dtype="float64"), "qty_scrap": pd.Series([], dtype="float64"),
-                         "qty": pd.Series([], dtype="float64"), "completions": pd.Series([], dtype="int64")})
+                         "qty": pd.Series([], dtype="float64"), "completions": pd.Series([], dtype="int64"),
+                         "orders": pd.Series([], dtype="int64")})
+
+
+def consumed(qty_per_unit: np.ndarray | pd.Series, qty_per_order: np.ndarray | pd.Series | None) -> np.ndarray:
+    """Whether a requirement is a consumption (else a by-product): the sign of its per-unit
+    quantity, or of its per-order one when it has none per unit."""
+    per_unit = np.asarray(qty_per_unit, dtype="float64")
+    if qty_per_order is None:
+        return per_unit > 0
+    return (per_unit > 0) | ((per_unit == 0) & (np.asarray(qty_per_order, dtype="float64") > 0))
 
 
 def component_flows(demand: pd.DataFrame, requirements: pd.DataFrame) -> pd.DataFrame:
@@ -72,11 +120,20 @@ def component_flows(demand: pd.DataFrame, requirements: pd.DataFrame) -> pd.Data
 
     Positive: theoretical consumption; negative: by-product received. Per completion the same
     component's requirements are already summed over lines and paths (in the explosion), so the
-    sign of a row is the sign of that sum.
+    sign of a row is the sign of that sum (`consumed`).
+
+    qty = units x qty_per_unit + orders x qty_per_order: a fixed quantity once per order the row
+    carries. A component needed only per order gives no row where the demand carries no order.
     """
     flows = demand.merge(requirements, on="key", how="inner")
-    flows["qty"] = flows["qty"] * flows["qty_per_unit"]
-    columns = DEMAND_KEYS + ["component_item_id", "qty_per_unit", "qty", "completions"]
+    if "qty_per_order" not in flows.columns:
+        flows["qty_per_order"] = 0.0
+    orders = flows["orders"] if "orders" in flows.columns else 0
+    flows["qty"] = flows["qty"] * flows["qty_per_unit"] + orders * flows["qty_per_order"]
+    keep = (flows["qty_per_unit"] != 0) | (flows["qty"] != 0)
+    if not keep.all():
+        flows = flows[keep]
+    columns = DEMAND_KEYS + ["component_item_id", "qty_per_unit", "qty_per_order", "qty", "completions"]
     return flows[columns].reset_index(drop=True)
 
 
@@ -85,7 +142,7 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame, *, sort: b
 
     sort: in key order (the warehouse sorts each partition as it writes it, and needs no order).
     """
-    consumed = flows[flows["qty_per_unit"] > 0]
+    consumed = flows[consumed_rows(flows)]
     # one hashing pass over the component column; the master is looked up per distinct component
     codes, components = pd.factorize(consumed["component_item_id"])
     master = items.set_index("item_id").reindex(components)
@@ -105,6 +162,11 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame, *, sort: b
     return (out.sort_values(DEMAND_KEYS + ["component_item_id"]) if sort else out).reset_index(drop=True)
 
 
+def consumed_rows(frame: pd.DataFrame) -> np.ndarray:
+    """`consumed` of a frame of requirements or flows (qty_per_order optional)."""
+    return consumed(frame["qty_per_unit"], frame["qty_per_order"] if "qty_per_order" in frame.columns else None)
+
+
 class ExplosionCatalog:
     """Explosion keys numbered once per run, each exploded once, as completions arrive.
 
@@ -119,6 +181,8 @@ class ExplosionCatalog:
         self.items = items
         self._all_lines = bom.line_requirements(bom_table, items, conversions, broken)
         self.floor = bom.epoch_floor(self._all_lines)
+        # any fixed-quantity line at all: only then are the first completions of orders sought
+        self.has_fixed = bool(self._all_lines["fixed"].any())
         self._empty()
 
     def _empty(self) -> None:
@@ -137,6 +201,7 @@ class ExplosionCatalog:
         """A catalog of the same BOM without keys (for another process to fill)."""
         copy = object.__new__(ExplosionCatalog)
         copy.items, copy._all_lines, copy.floor = self.items, self._all_lines, self.floor
+        copy.has_fixed = self.has_fixed
         copy._empty()
         return copy
 
@@ -214,7 +279,7 @@ class ExplosionCatalog:
 
     @property
     def requirements(self) -> pd.DataFrame:
-        """key, component_item_id, qty_per_unit of every key that exploded."""
+        """key, component_item_id, qty_per_unit, qty_per_order of every key that exploded."""
         return self._tables()[0]
 
     @property
@@ -241,13 +306,16 @@ class ExplodedCompletions:
         return self.tagged[~self.tagged["key"].isin(self.errors["key"])]
 
 
-def produced(completions: pd.DataFrame) -> pd.DataFrame:
+def produced(completions: pd.DataFrame, *, orders: bool = True) -> pd.DataFrame:
     """ENGINE_COLUMNS + _row of the completions that produced something.
 
     A cancellation (both quantities 0) contributes nothing: no zero rows, and no explosion error.
+    orders: keep order_id (only fixed-quantity lines need it; without it every completion is an
+    order of its own, which changes nothing when no line is fixed).
     """
     made = ((completions["qty_good"] + completions["qty_scrap"]) > 0).to_numpy()
-    return completions.loc[made, ENGINE_COLUMNS].assign(_row=np.flatnonzero(made))
+    columns = [c for c in ENGINE_COLUMNS if c in completions.columns and (orders or c != "order_id")]
+    return completions.loc[made, columns].assign(_row=np.flatnonzero(made))
 
 
 def explode_all(
@@ -257,7 +325,7 @@ def explode_all(
     """Tag completions with explosion keys and explode each distinct key once (in `catalog`, if
     given: keys it knows are not exploded again)."""
     catalog = catalog or ExplosionCatalog(bom_table, items, conversions, broken)
-    tagged = catalog.tag(produced(completions))
+    tagged = catalog.tag(produced(completions, orders=catalog.has_fixed))
     return ExplodedCompletions(tagged=tagged, requirements=catalog.requirements, errors=catalog.errors)
 
 

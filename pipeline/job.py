@@ -611,9 +611,11 @@ def _top_components(demand: pd.DataFrame, requirements: pd.DataFrame, items: pd.
     """The components consumed most by value: per explosion key, units made times units used per unit."""
     if demand.empty:
         return []
-    made = demand.groupby("key", sort=False)["qty"].sum()
-    used = requirements[requirements["qty_per_unit"] > 0]
-    used = used.assign(qty=used["qty_per_unit"].to_numpy() * made.reindex(used["key"]).fillna(0.0).to_numpy())
+    made = demand.groupby("key", sort=False)[["qty", "orders"]].sum()
+    used = requirements[consumption.consumed_rows(requirements)]
+    per_key = made.reindex(used["key"]).fillna(0.0)  # fixed quantities once per order carried
+    used = used.assign(qty=used["qty_per_unit"].to_numpy() * per_key["qty"].to_numpy()
+                       + used["qty_per_order"].to_numpy() * per_key["orders"].to_numpy())
     top = used.groupby("component_item_id", as_index=False)["qty"].sum()
     top = top[top["qty"] > 0]
     master = items.set_index("item_id")

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import consumption
 from pipeline.costs import costs_in_force
 from pipeline.rounding import round_half_away
 
@@ -127,6 +128,13 @@ def _date_text(keys: _Keys, rows: np.ndarray) -> pd.Series:
     return pd.Series(keys.values[1].strftime(_DATE_FORMAT).take(keys.codes[1][rows]))
 
 
+def _given_off(flows: pd.DataFrame) -> np.ndarray:
+    """Whether each flow is a by-product: a consumption's mirror (see `consumption.consumed`)."""
+    per_order = flows["qty_per_order"] if "qty_per_order" in flows.columns else None
+    return consumption.consumed(-flows["qty_per_unit"].to_numpy(dtype="float64", na_value=np.nan),
+                                None if per_order is None else -per_order.to_numpy(dtype="float64", na_value=np.nan))
+
+
 def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame,
                 item_costs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One desired posting per (plant, date, location, item, kind), rounded once at uom_decimals.
@@ -140,15 +148,16 @@ def adjustments(demand: pd.DataFrame, flows: pd.DataFrame, items: pd.DataFrame,
     master = _master_rows(items, keys.values[3])
     item = keys.codes[3]
     n = len(demand)
-    per_unit = flows["qty_per_unit"].to_numpy(dtype="float64", na_value=np.nan)
-    consumed = np.flatnonzero(per_unit > 0)
+    # a component needed only per order (a fixed quantity) has its direction from that quantity
+    is_used = consumption.consumed_rows(flows)
+    consumed = np.flatnonzero(is_used)
     backflush = _numbers(items["backflush"], master[item[n + consumed]])
     if np.isnan(backflush).any():
         raise ValueError("cannot convert float NaN to bool: a consumed component has no backflush flag")
     issued = np.zeros(len(flows), dtype=bool)
     issued[consumed] = backflush.astype(bool)
-    kind = np.concatenate([np.full(n, RECEIPT), np.where(per_unit > 0, ISSUE, BYPRODUCT)]).astype(np.int8)
-    rows = np.concatenate([np.arange(n), n + np.flatnonzero(issued | (per_unit < 0))])
+    kind = np.concatenate([np.full(n, RECEIPT), np.where(is_used, ISSUE, BYPRODUCT)]).astype(np.int8)
+    rows = np.concatenate([np.arange(n), n + np.flatnonzero(issued | _given_off(flows))])
     rows = rows[~keys.missing[rows]]  # as groupby: a row with a missing key is in no group
     group, _ = _extend(keys.key[rows], keys.size, kind[rows], len(KINDS))
     qty = np.concatenate([demand["qty_good"].to_numpy(dtype="float64", na_value=np.nan),

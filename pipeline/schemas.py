@@ -86,6 +86,8 @@ class Bom(_Input):
     scrap_pct: Series[float] = pa.Field(ge=0, lt=100, default=0.0)
     valid_from: Series[pd.Timestamp] = pa.Field(nullable=True, default=None)
     valid_to: Series[pd.Timestamp] = pa.Field(nullable=True, default=None)
+    # needed once per production order (completions.order_id), not per unit (issue 16.3)
+    fixed_qty: Series[bool] = pa.Field(default=False)
 
     @pa.dataframe_check(ignore_na=False)
     def valid_from_not_after_valid_to(cls, df: pd.DataFrame) -> Series[bool]:

@@ -193,7 +193,11 @@ def _read_all(
                 continue
             raise SourceError(f"required table {table}: {schema_name}.{source_table} does not exist in {shown}")
         reflected = sa.Table(source_table, sa.MetaData(), schema=schema, autoload_with=conn)
-        statement = _select(table, reflected, columns.get(table, {}), bounds, name, plants, conn.dialect.name)
+        # with fixed-quantity lines, an order's earlier completions decide which completion carries
+        # it: those of orders completed in the window are read however old (issue 16.3)
+        whole_orders = table == "completions" and _has_fixed_lines(raw.get("bom", []))
+        statement = _select(table, reflected, columns.get(table, {}), bounds, name, plants, conn.dialect.name,
+                            whole_orders=whole_orders)
         if table == "completions" and stage_dir is not None:
             from pipeline.buckets import StagedRows
 
@@ -208,6 +212,16 @@ def _read_all(
     return raw
 
 
+def _has_fixed_lines(bom: list[tuple[str, pd.DataFrame]]) -> bool:
+    """Whether a BOM read raw has a line whose fixed_qty reads as true (as coercion would read it)."""
+    for _, frame in bom:
+        if "fixed_qty" in frame.columns:
+            text = frame["fixed_qty"].astype("str").str.strip().str.lower()
+            if text.isin(["true", "t", "1", "1.0", "yes", "y"]).any():
+                return True
+    return False
+
+
 def _select(
     table: str,
     reflected: sa.Table,
@@ -216,6 +230,8 @@ def _select(
     name: str,
     plants: Sequence[str] | None = None,
     dialect: str = "",
+    *,
+    whole_orders: bool = False,
 ) -> sa.Select[Any]:
     """SELECT the contract columns (labelled with contract names) of one table, bounded by time
     (and plants), with every row of each id it selects."""
@@ -246,7 +262,13 @@ def _select(
             # an IN alone as a hash semi-join
             by_id = statement.where(_key_seen(table, reflected, renames, key, bounds, name, plants, dialect))
             no_id = statement.where(sa.and_(condition, chosen[key].is_(None)))
-            read = sa.union_all(by_id, no_id).subquery(f"{table}_read")
+            branches: list[Any] = [by_id, no_id]
+            if whole_orders and "order_id" in chosen:
+                # and every completion of an order completed in the window (issue 16.3), less the rows
+                # the ids already bring (EXCEPT ALL: a row read twice would count as a repeat)
+                by_order = statement.where(_orders_in_window(chosen, bounds, name), chosen[key].is_not(None))
+                branches.append(sa.select(*sa.except_all(by_order, by_id).subquery(f"{table}_orders").c))
+            read = sa.union_all(*branches).subquery(f"{table}_read")
             return sa.select(*read.c).order_by(*(read.c[c] for c in order_names))
         if condition is not None:
             statement = statement.where(condition)
@@ -336,6 +358,22 @@ def _time_condition(
         version = sa.func.coalesce(recorded, column) if recorded is not None else column
         condition = sa.or_(condition, version > _bound("recorded_after" + suffix, bounds["recorded_after"], column, name))
     return condition
+
+
+def _orders_in_window(
+    chosen: Mapping[str, sa.Column[Any]], bounds: Mapping[str, pd.Timestamp | None], name: str
+) -> sa.ColumnElement[bool]:
+    """Completions of an order that has a completion in [since, until): matched on order_id alone
+    (an order is also its plant and item, so this reads a few rows more, never fewer)."""
+    order, time = chosen["order_id"], chosen[TIME_COLUMNS["completions"]]
+    inner = order.table.alias("orders_in_window")
+    inner_order, inner_time = inner.c[order.name], inner.c[time.name]
+    window: list[sa.ColumnElement[bool]] = [inner_order.is_not(None)]
+    if bounds["since"] is not None:
+        window.append(inner_time >= _bound("orders_since", bounds["since"], time, name))
+    if bounds["until"] is not None:
+        window.append(inner_time < _bound("orders_until", bounds["until"], time, name))
+    return sa.and_(order.is_not(None), order.in_(sa.select(inner_order).where(*window)))
 
 
 def _bound(key: str, value: pd.Timestamp | None, column: sa.Column[Any], name: str) -> sa.BindParameter[Any]:

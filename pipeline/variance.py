@@ -43,10 +43,16 @@ _FINGERPRINT_COLUMNS = {
 }
 
 
+# not an input table: the orders whose fixed quantities a date carries (issue 16.3), so that a date
+# that gains or loses the first completion of an order is late data though its own rows are the same
+_ORDER_FINGERPRINT_COLUMNS = ["order_id", "item_id", "completion_id"]
+
+
 def fingerprint_parts(table: str, rows: pd.DataFrame) -> pd.DataFrame:
     """The parts of the fingerprints of one table's rows: per (plant, business date) the row count
-    and the sums of the rows' hash halves. Parts of disjoint row sets add up (`input_fingerprints`)."""
-    columns = _FINGERPRINT_COLUMNS[table]
+    and the sums of the rows' hash halves. Parts of disjoint row sets add up (`input_fingerprints`).
+    table "orders": the first completions of orders that carry fixed quantities."""
+    columns = _ORDER_FINGERPRINT_COLUMNS if table == "orders" else _FINGERPRINT_COLUMNS[table]
     hashed = pd.util.hash_pandas_object(rows[columns], index=False).to_numpy(dtype="uint64")
     frame = pd.DataFrame({"plant_id": rows["plant_id"].to_numpy(),
                           "business_date": rows["business_date"].to_numpy(),
@@ -261,7 +267,7 @@ class CountWindows:
         self.usage = np.zeros(n)
         self.moved = np.zeros(n)
         self._requirements_of: pd.DataFrame | None = None
-        self._requirements: tuple[np.ndarray, ...] = (np.zeros(0, dtype="int64"),) * 4
+        self._requirements: tuple[np.ndarray, ...] = (np.zeros(0, dtype="int64"),) * 6
         has_window = counts["previous_counted_at"].notna().to_numpy()
         self.finder = _WindowFinder(counts, has_window, items) if has_window.any() else None
 
@@ -277,7 +283,9 @@ class CountWindows:
 
     def add_completions(self, completions: pd.DataFrame, requirements: pd.DataFrame) -> None:
         """completions: plant_id, location_id, item_id, completed_at, qty_good, qty_scrap, key, of
-        completions whose BOM exploded; requirements: key, component_item_id, qty_per_unit."""
+        completions whose BOM exploded, and optionally `orders` (1 where the completion carries its
+        order's fixed quantities, which flow at its time; default 0); requirements: key,
+        component_item_id, qty_per_unit, qty_per_order (optional)."""
         finder = self.finder
         if finder is None or completions.empty:
             return
@@ -288,10 +296,12 @@ class CountWindows:
         received = finder.windows_of(finder.stock_codes(at, finder.item_codes(completions["item_id"])), times)
         self.receipts += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
 
-        first_line, lines, req_component, req_qpu = self._counted_requirements(requirements)
+        first_line, lines, req_component, req_qpu, req_qpo, req_used = self._counted_requirements(requirements)
         keys = completions["key"].to_numpy(dtype="int64")
         known = (keys >= 0) & (keys < len(lines))
         qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
+        orders = completions["orders"].to_numpy(dtype="float64") if "orders" in completions.columns \
+            else np.zeros(len(completions))
         for start in range(0, len(completions), _CHUNK_ROWS):
             part = slice(start, start + _CHUNK_ROWS)
             key = np.where(known[part], keys[part], 0)
@@ -302,14 +312,15 @@ class CountWindows:
             counted = np.flatnonzero(stock >= 0)  # only stock keys counted at the completion's place
             row, line = row[counted], line[counted]
             window = finder.windows_of(stock[counted], times[part][row])
-            flow = qty[part][row] * req_qpu[line]
-            used = req_qpu[line] > 0
+            flow = qty[part][row] * req_qpu[line] + orders[part][row] * req_qpo[line]
+            used = req_used[line]
             self.usage += finder.sums(window, np.where(used, flow, 0.0))
             self.receipts += finder.sums(window, np.where(used, 0.0, -flow))
 
     def _counted_requirements(self, requirements: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """Per key code, its first line and number of lines; per line, its component code and
-        qty_per_unit: the requirements of components counted somewhere, kept while the same
+        qty_per_unit, qty_per_order and whether it is consumed (`consumption.consumed`): the
+        requirements of components counted somewhere, kept while the same
         requirements frame comes again (bucket after bucket)."""
         if self._requirements_of is not requirements:
             finder = self.finder
@@ -320,8 +331,13 @@ class CountWindows:
             size = int(requirements["key"].max()) + 1 if len(requirements) else 0
             first = np.searchsorted(keys, np.arange(size), side="left")
             self._requirements_of = requirements
+            per_order = req["qty_per_order"].to_numpy(dtype="float64") if "qty_per_order" in req.columns \
+                else np.zeros(len(req))
+            qpu = req["qty_per_unit"].to_numpy(dtype="float64")
+            used = (qpu > 0) | ((qpu == 0) & (per_order > 0))  # as consumption.consumed
             self._requirements = (first, np.searchsorted(keys, np.arange(size), side="right") - first,
-                                  req["component"].to_numpy(dtype="int64"), req["qty_per_unit"].to_numpy(dtype="float64"))
+                                  req["component"].to_numpy(dtype="int64"), req["qty_per_unit"].to_numpy(dtype="float64"),
+                                  per_order, used)
         return self._requirements
 
     def add(self, counts: np.ndarray, receipts: np.ndarray, usage: np.ndarray) -> None:
@@ -350,6 +366,10 @@ def window_flows(
     """movements_qty, receipts_qty, usage_qty of each count's window, aligned with `counts` (see
     `CountWindows`; completions whose BOM exploded, with their key)."""
     windows = CountWindows(counts.reset_index(drop=True).drop(columns="count_id", errors="ignore"), items)
+    if "orders" not in completions.columns and "completion_id" in completions.columns:
+        from pipeline.consumption import carries_order  # consumption reads no variance: no cycle
+
+        completions = completions.assign(orders=carries_order(completions).astype("float64"))
     windows.add_completions(completions, requirements)
     windows.add_movements(movements)
     return windows.sums().drop(columns="count_id")
