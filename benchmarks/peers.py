@@ -140,6 +140,13 @@ def summary(runs: list[Measurement]) -> dict[str, Any]:
     }
 
 
+def cpu_ratio(pipe: dict[str, Any], x: dict[str, Any]) -> float | None:
+    """The pipeline's median CPU seconds over a peer's: less moved by other users' load than wall."""
+    if not pipe.get("median_cpu_s") or not x.get("median_cpu_s"):
+        return None
+    return float(pipe["median_cpu_s"] / x["median_cpu_s"])
+
+
 def without_variance_ledger(r: dict[str, Any]) -> dict[str, Any] | None:
     """The in-process stage breakdown less the stages that variance and the ledger add."""
     st = r.get("stages")
@@ -170,7 +177,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         line(label, x["pipeline_over_it"] <= limit,
              f"{pipe['median_wall_s']:.1f} s / {x['median_wall_s']:.1f} s = {x['pipeline_over_it']:.2f} "
-             f"(pairs {', '.join(f'{v:.2f}' for v in x['pair_ratios'])})")
+             f"(pairs {', '.join(f'{v:.2f}' for v in x['pair_ratios'])}; CPU {pipe['median_cpu_s']:.1f} s / "
+             f"{x['median_cpu_s']:.1f} s = {cpu_ratio(pipe, x) or 0:.2f})")
     tree = pipe["peak_tree_rss_bytes"]
     line(f"pipeline process tree peak <= 2 GiB at {n / 1e6:g}M completions", None if tree is None else tree <= TREE_TARGET,
          f"{gib(tree)} summed RSS over {pipe['peak_tree_processes']} processes (group PSS {gib(pipe['peak_group_pss_bytes'])})"
@@ -191,19 +199,21 @@ def report(r: dict[str, Any]) -> list[str]:
         return []
     pipe = p["pipeline"]
     lines = ["", f"peers, {p['rounds']} interleaved rounds (medians; pipeline/it = pipeline median over its median):",
-             f"{'contender':<34}{'wall s':>9}{'CPU s':>9}{'tree peak':>11}{'procs':>6}{'pipeline/it':>13}  rounds (wall s)"]
+             f"{'contender':<34}{'wall s':>9}{'CPU s':>9}{'tree peak':>11}{'procs':>6}{'pipeline/it':>13}{'CPU':>7}"
+             "  rounds (wall s)"]
 
-    def row(label: str, s: dict[str, Any], ratio: str) -> None:
+    def row(label: str, s: dict[str, Any], ratio: str, cpu: str = "") -> None:
         wall = f"{s['median_wall_s']:>9.1f}" if s["median_wall_s"] is not None else f"{'FAILED':>9}"
-        cpu = f"{s['median_cpu_s']:>9.1f}" if s["median_cpu_s"] is not None else f"{'':>9}"
-        lines.append(f"{label:<34}{wall}{cpu}{gib(s['peak_tree_rss_bytes']):>11}{s['peak_tree_processes'] or '':>6}"
-                     f"{ratio:>13}  {', '.join(f'{w:.1f}' for w in s['all_wall_s'])}"
+        cpu_s = f"{s['median_cpu_s']:>9.1f}" if s["median_cpu_s"] is not None else f"{'':>9}"
+        lines.append(f"{label:<34}{wall}{cpu_s}{gib(s['peak_tree_rss_bytes']):>11}{s['peak_tree_processes'] or '':>6}"
+                     f"{ratio:>13}{cpu:>7}  {', '.join(f'{w:.1f}' for w in s['all_wall_s'])}"
                      + (f"  failures: {s['failures']}" if s["failures"] else ""))
 
     row("pipeline (backflush backfill)", pipe, "")
     for s in p["peers"].values():
         ratio = f"{s['pipeline_over_it']:.2f}x" if s.get("pipeline_over_it") is not None else ""
-        row(s["label"], s, ratio)
+        c = cpu_ratio(pipe, s)
+        row(s["label"], s, ratio, f"{c:.2f}x" if c is not None else "")
         if s.get("pair_ratios"):
             lines.append(f"  {'':<32}pipeline/it per round: {', '.join(f'{v:.2f}' for v in s['pair_ratios'])}")
     lines.append("  tree peak: RSS summed over the contender's process and every worker it started, sampled with "
