@@ -42,6 +42,7 @@ NEEDED = {
 }
 OUTPUTS = ("consumption", "adjustments", "postings", "variance", "bom_accuracy", "quarantine", "runs")
 PARQUET = {"compression": "zstd", "write_statistics": True, "row_group_size": 256 * 1024}  # as the warehouse
+HASH_IDS = {"adjustment_id", "posting_id"}  # 32 hex digits per row in the warehouse (ledger.stable_ids)
 
 
 def describe(warehouse: Path) -> dict[str, Any]:
@@ -67,13 +68,26 @@ def read_landing(landing: Path) -> dict[str, pa.Table]:
     return out
 
 
+def hex_ids(n: int, seed: int = 0) -> pa.Array:
+    """n random strings of 32 hex digits, built as one buffer (as incompressible as the warehouse's ids)."""
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    data = digits[np.random.default_rng(seed).integers(0, 16, size=32 * n, dtype=np.uint8)]
+    offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int64)
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 class Pools:
-    """Columns of the landing, by type, to slice output values from (cycled when an output is longer)."""
+    """Values to slice output columns from (cycled when an output is longer): text from the landing's
+    columns, quantities as the product of a completion's units and a BOM line's qty_per (as the
+    outputs' are), and 32-hex-digit ids for the hash id columns."""
 
     def __init__(self, tables: dict[str, pa.Table]) -> None:
         c = tables["completions"]
         self.strings = pa.chunked_array(c["item_id"].chunks + c["location_id"].chunks + c["completion_id"].chunks)
-        self.floats = pc.cast(c["qty_good"], pa.float64())
+        qty = c["qty_good"].to_numpy()
+        per = tables["bom"]["qty_per"].to_numpy()  # quantities like the outputs': completed units x a BOM line's qty
+        self.floats = pa.chunked_array([qty * np.resize(per, len(qty))])
+        self.ids = pa.chunked_array([hex_ids(len(c))])
         self.times = c["completed_at"]
         self.n = len(c)
         self.offset = 0
@@ -88,7 +102,9 @@ class Pools:
 
     def column(self, field: pa.Field, rows: int) -> pa.ChunkedArray | pa.Array:
         t = field.type
-        if pa.types.is_string(t) or pa.types.is_large_string(t):
+        if field.name in HASH_IDS:
+            col = self._slice(self.ids, rows)
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
             col = self._slice(self.strings, rows)
         elif pa.types.is_floating(t):
             col = self._slice(self.floats, rows)
