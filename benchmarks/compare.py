@@ -39,6 +39,13 @@ def _dataset(path: Path) -> str:
     return f"read_parquet('{path}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
 
 
+def _columns(con: duckdb.DuckDBPyConnection, path: Path) -> set[str] | None:
+    """The columns a dataset's files carry (None: nothing written, compare every column)."""
+    if not (path.is_file() or (path.exists() and any(path.rglob("*.parquet")))):
+        return None
+    return {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_dataset(path)}").fetchall()}
+
+
 def _close(a: str, b: str, rel: float) -> str:
     return (f"(({a} IS NULL AND {b} IS NULL) OR abs({a} - {b}) <= {rel} * greatest(abs({a}), abs({b}))"
             f" OR abs({a} - {b}) <= 1e-12)")
@@ -47,7 +54,12 @@ def _close(a: str, b: str, rel: float) -> str:
 def compare_dataset(con: duckdb.DuckDBPyConnection, name: str, pipeline: Path, other: Path,
                     start: dt.date, end: dt.date, *, rel: float, examples: int) -> dict[str, Any]:
     keys = KEYS[name]
-    cols = keys + EXACT[name] + CLOSE[name] + ([IDS[name]] if name in IDS else [])
+    # a column the other side does not write (a minimal baseline's adjustment_id, say) is not compared
+    written = _columns(con, other)
+    exact = [c for c in EXACT[name] if written is None or c in written]
+    close = [c for c in CLOSE[name] if written is None or c in written]
+    id_col = IDS.get(name) if written is None or IDS.get(name) in written else None
+    cols = keys + exact + close + ([id_col] if id_col else [])
 
     def side(path: Path) -> str:
         if not (path.is_file() or any(path.rglob("*.parquet"))):  # nothing written: an empty side
@@ -60,11 +72,11 @@ def compare_dataset(con: duckdb.DuckDBPyConnection, name: str, pipeline: Path, o
     con.execute(f"CREATE OR REPLACE TEMP TABLE p_{name} AS {side(pipeline)}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE o_{name} AS {side(other)}")
     on = " AND ".join(f"p.{k} = o.{k}" for k in keys)
-    checks = {f"{c}_differs": f"NOT (p.{c} IS NOT DISTINCT FROM o.{c})" for c in EXACT[name]}
-    checks.update({f"{c}_differs": f"NOT {_close('p.' + c, 'o.' + c, rel)}" for c in CLOSE[name]})
+    checks = {f"{c}_differs": f"NOT (p.{c} IS NOT DISTINCT FROM o.{c})" for c in exact}
+    checks.update({f"{c}_differs": f"NOT {_close('p.' + c, 'o.' + c, rel)}" for c in close})
     key_select = ", ".join(f"coalesce(p.{k}, o.{k}) AS {k}" for k in keys)
     flags = ", ".join(f"{expr} AS {flag}" for flag, expr in checks.items())
-    values = ", ".join(f"p.{c} AS pipeline_{c}, o.{c} AS other_{c}" for c in EXACT[name] + CLOSE[name])
+    values = ", ".join(f"p.{c} AS pipeline_{c}, o.{c} AS other_{c}" for c in exact + close)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE j_{name} AS
         SELECT {key_select}, p.{keys[0]} IS NULL AS only_other, o.{keys[0]} IS NULL AS only_pipeline,
@@ -103,8 +115,10 @@ def compare_dataset(con: duckdb.DuckDBPyConnection, name: str, pipeline: Path, o
         zero = con.execute(f"SELECT * FROM j_{name} WHERE {zero_p} OR {zero_o} ORDER BY ALL LIMIT 2").fetchdf()
         summary["zero_row_examples"] = json.loads(zero.to_json(orient="records", date_format="iso"))
     summary["agree"] = summary["mismatched_rows"] == 0
-    if name in IDS:
-        col = IDS[name]
+    summary["not_compared"] = [c for c in EXACT[name] + CLOSE[name] + ([IDS[name]] if name in IDS else [])
+                               if c not in cols]
+    if id_col:
+        col = id_col
         ids: dict[str, Any] = {}
         for side_name, table in (("pipeline", f"p_{name}"), ("other", f"o_{name}")):
             n, distinct, nulls = con.execute(

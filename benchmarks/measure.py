@@ -6,7 +6,9 @@ started through vfork+exec inherits its parent's high-water mark as the floor of
 benchmark process that once held 4 GiB (say, while comparing outputs) would make every later
 child look at least that big. The launcher is small and never grows, and reports the rusage of
 the one child it waited for. A light /proc sampler records an RSS timeline of the process group
-and stops a child that would exceed a memory cap: the machine is shared.
+and stops a child that would exceed a memory cap: the machine is shared. It also samples, with
+psutil, the RSS of the whole process tree below the launcher (the contender and every worker it
+started, summed; a page a forked worker shares with its parent counts in each): the tree peak.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 GIB = 1024**3
 MIB = 1024**2
@@ -43,6 +47,8 @@ class Measurement:
     loadavg: str = ""
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (seconds, rss bytes), sampled
     log: str = ""
+    peak_tree_rss_bytes: int = 0  # the largest sampled sum of RSS over the contender's process tree
+    peak_tree_processes: int = 0  # processes in the tree at that moment
 
     @property
     def ok(self) -> bool:
@@ -54,6 +60,9 @@ class Measurement:
             "wall_s": round(self.wall_s, 3),
             "peak_rss_bytes": self.peak_rss_bytes,
             "peak_rss_gib": round(self.peak_rss_bytes / GIB, 3),
+            "peak_tree_rss_bytes": self.peak_tree_rss_bytes,
+            "peak_tree_rss_gib": round(self.peak_tree_rss_bytes / GIB, 3),
+            "peak_tree_processes": self.peak_tree_processes,
             "user_s": round(self.user_s, 3),
             "sys_s": round(self.sys_s, 3),
             "cpu_s": round(self.user_s + self.sys_s, 3),
@@ -109,6 +118,26 @@ def _rss_of_group(pgid: int) -> int:
     return total
 
 
+def tree_rss(root: psutil.Process) -> tuple[int, int]:
+    """(summed RSS, processes) of every process below `root` (the launcher), sampled with psutil.
+
+    RSS, not PSS: each worker counts every page it maps, shared ones too, so the sum is an upper
+    bound of what the tree holds (the process group's PSS sum in the timeline is the tight one).
+    """
+    total = n = 0
+    try:
+        tree = root.children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    for proc in tree:
+        try:
+            total += proc.memory_info().rss
+            n += 1
+        except psutil.Error:  # ended between the listing and the read
+            continue
+    return total, n
+
+
 def _busy_seconds() -> float:
     """CPU seconds spent by everything on this machine since boot (all cores, not idle or iowait)."""
     with open("/proc/stat") as f:
@@ -161,6 +190,7 @@ def run_measured(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cap = memory_cap_bytes if memory_cap_bytes is not None else default_memory_cap()
     timeline: list[tuple[float, int]] = []
+    tree_peak = [0, 0]  # summed RSS of the tree, its processes
     killed: list[str] = []
     done = threading.Event()
     busy0 = _busy_seconds()
@@ -186,8 +216,17 @@ def run_measured(
                 if done.wait(delay) if delay else True:
                     return
 
+        try:
+            root: psutil.Process | None = psutil.Process(proc.pid)
+        except psutil.Error:  # already gone
+            root = None
+
         def sample() -> None:
             while not done.wait(sample_every_s):
+                if root is not None:
+                    tree, n = tree_rss(root)
+                    if tree > tree_peak[0]:
+                        tree_peak[:] = [tree, n]
                 rss = _rss_of_group(proc.pid)
                 if rss:
                     timeline.append((time.perf_counter() - start, rss))
@@ -224,6 +263,9 @@ def run_measured(
         log=str(log_path),
         other_cpu=others / wall if wall else 0.0,
         loadavg=_loadavg(),
+        # a tree too short-lived to be sampled: its one process's own high-water mark
+        peak_tree_rss_bytes=tree_peak[0] or int(child["maxrss_kib"]) * 1024,
+        peak_tree_processes=tree_peak[1] or 1,
     )
 
 

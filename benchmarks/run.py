@@ -5,7 +5,9 @@ Contenders, each in its own child process so that peak RSS is measured per conte
   baseline A  the ERP way: per-completion recursive explosion in plain Python, on a sample of
               completions, scaled linearly to the full count;
   baseline B  what a data engineer would write instead: the same core as DuckDB SQL over the
-              same landing Parquet files, checked to give the same numbers as the pipeline.
+              same landing Parquet files, checked to give the same numbers as the pipeline;
+  baseline C, baseline D, I/O floor  peers we did not write (benchmarks/peers.py), interleaved
+              with the pipeline for at least 3 rounds: medians, ratios, process-tree peaks.
 Then the pipeline once more in-process with every engine function timed (stage breakdown), the
 explosion's cost at 10 % and 100 % of the completions, and sampled single-day runs. Options add
 the scaling sweep (--scaling), a run at 50 million completions (--scale 50M) and cProfile.
@@ -32,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import peers  # noqa: E402
 from landing import LandingSpec, backflush_command, ensure_landing  # noqa: E402
 from measure import (  # noqa: E402
     GIB,
@@ -152,7 +155,8 @@ class Bench:
                          timeout_s=self.args.timeout, memory_cap_bytes=self.cap)
         status = "ok" if m.ok else f"FAILED ({m.killed or 'exit ' + str(m.exit_code)})"
         self.say(f"    {name}: {m.wall_s:.1f} s wall, {m.user_s + m.sys_s:.1f} s CPU, "
-                 f"peak RSS {gib(m.peak_rss_bytes)}, other processes busy {m.other_cpu:.2f} cores: {status}")
+                 f"peak RSS {gib(m.peak_rss_bytes)}, tree {gib(m.peak_tree_rss_bytes)}, "
+                 f"other processes busy {m.other_cpu:.2f} cores: {status}")
         if not m.ok:
             self.say("    " + tail(m.log, 6).replace("\n", "\n    "))
         return m
@@ -481,6 +485,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
              f"= {d['ratio']:.3f}")
     else:
         line("a backfill costs far less than single-day runs", None, "not measured")
+    out.extend(peers.targets(r))
     e = r.get("explode_cost", {}).get("sizes")
     if e and len(e) == 2:
         growth = e[1]["explode_s"] / e[0]["explode_s"] if e[0]["explode_s"] else float("inf")
@@ -612,6 +617,7 @@ def report(r: dict[str, Any]) -> str:
                          f"CPU {f['cpu'].get('exponent')} / {f['cpu'].get('exponent_whole_range')}, "
                          f"wall {f['wall'].get('exponent')} / {f['wall'].get('exponent_whole_range')}, "
                          f"peak RSS {f['rss'].get('exponent')} / {f['rss'].get('exponent_whole_range')}")
+    lines.extend(peers.report(r))
     lines.append("")
     lines.append("targets:")
     for t in r["targets"]:
@@ -648,6 +654,7 @@ def markdown(r: dict[str, Any]) -> str:
         for row in st["summary"]:
             share = f"{row['share'] * 100:.1f} %" if row["share"] is not None else ""
             out.append(f"| {row['stage']} | {row['seconds']:.1f} | {share} | {gib(row['peak_rss_bytes'])} |")
+    out.extend(peers.markdown(r))
     out.append("")
     out.append("| target | result | measured |")
     out.append("|---|---|---|")
@@ -669,8 +676,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bad-rows", action="store_true", help="generate rows of every quarantine code too")
     parser.add_argument("--sample", type=count, default=20_000, help="baseline A's sample of completions (0: all)")
     parser.add_argument("--b-memory-limit", help="DuckDB memory_limit for baseline B, e.g. 2GB (default: DuckDB's)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of pipeline and baseline B; the best counts")
-    parser.add_argument("--skip", default="", help="comma-separated: a, b, stages, explode, single-days")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of pipeline and baseline B; the best counts "
+                        f"(at least {peers.ROUNDS} interleaved rounds unless c, d and floor are skipped)")
+    parser.add_argument("--skip", default="", help="comma-separated: a, b, c, d, floor, stages, explode, single-days")
     parser.add_argument("--single-days", type=int, default=5, help="single-day runs to sample (default 5)")
     parser.add_argument("--single-days-landing", choices=["as-of", "full"], default="as-of",
                         help="single-day runs read the landing as of the end of their date (default) or all of it")
@@ -732,12 +740,14 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Measurement] = []
     b_runs: list[Measurement] = []
     b_out = bench.work / "baseline-b"
-    for i in range(args.repeat):  # interleaved, so that both see the machine's load alike
+    others = peers.Peers(bench, landing, spec, skip)
+    for i in range(others.rounds(args.repeat)):  # interleaved, so that all see the machine's load alike
         if i:
             shutil.rmtree(wh, ignore_errors=True)
         runs.append(bench.pipeline("pipeline", landing, spec, wh))
         if "b" not in skip:
             b_runs.append(baseline_b(bench, landing, wh if runs[-1].ok else None))
+        others.round(wh, runs[-1].ok)
     pipe = best(runs)
     r["contenders"]["pipeline"] = contender(pipe, n, all_wall_s=[round(m.wall_s, 2) for m in runs])
     if "a" not in skip:
@@ -753,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         if pipe.ok and b["exit_code"] == 0:
             r["agreement"] = compare_outputs(bench, "compare-b", wh, b_out, spec)
             bench.say("    " + ("agree" if r["agreement"].get("agree") else "MISMATCH (see report)"))
+    if others.active:
+        r["peers"] = others.finish(runs, wh)
     if args.check_a and pipe.ok:
         out = bench.fresh("baseline-a-all")
         m = bench.run("baseline-a-all", bench.python("baseline_erp.py", "--landing", str(landing), "--out", str(out),

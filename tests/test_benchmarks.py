@@ -1,0 +1,127 @@
+"""The benchmark's peers (issue 13) on small generated data: baselines C and D give the pipeline's
+consumption and adjustments, the I/O floor writes the pipeline's row counts, and the process-tree
+peak counts every worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import cli
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import compare  # noqa: E402
+from measure import MIB, run_measured  # noqa: E402
+
+START = dt.date(2026, 3, 5)  # the range crosses Chicago's switch to summer time (Mar 8)
+END = START + dt.timedelta(days=5)
+
+
+@pytest.fixture(scope="module")
+def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "landing"
+    assert cli.main(["-q", "generate", "--out", str(out), "--items", "60", "--completions", "6000", "--days", "6",
+                     "--seed", "7", "--start", START.isoformat()]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def warehouse(landing: Path) -> Path:
+    wh = landing.parent / "warehouse"
+    assert cli.main(["-q", "backfill", "--landing", str(landing), "--warehouse", str(wh), "--start",
+                     START.isoformat(), "--end", END.isoformat()]) == 0
+    return wh
+
+
+def run_baseline(script: str, landing: Path, out: Path) -> None:
+    subprocess.run([sys.executable, str(BENCH / script), "--landing", str(landing), "--out", str(out)], check=True)
+
+
+def test_the_data_exercises_every_part_of_the_core(landing: Path, warehouse: Path) -> None:
+    """Agreement below means something only if the data has phantoms, by-products, conversions,
+    plant BOMs, effectivity, scrap, several versions of a completion, and no rejected row."""
+    bom = pq.read_table(landing / "bom").to_pandas()
+    items = pq.read_table(landing / "items").to_pandas()
+    completions = pq.read_table(landing / "completions").to_pandas()
+    assert items["phantom"].sum() > 0
+    assert (bom["qty_per"] < 0).sum() > 0  # by-products
+    assert bom["uom"].notna().sum() > 0  # lines in another unit than the component's
+    assert bom["plant_id"].notna().sum() > 0 and bom["plant_id"].isna().sum() > 0
+    assert (bom["valid_from"].notna() | bom["valid_to"].notna()).sum() > 0
+    assert (bom["scrap_pct"] > 0).sum() > 0
+    assert completions["completion_id"].duplicated().sum() > 0
+    assert not (warehouse / "quarantine").exists()  # clean data: every completion in the comparison
+
+
+@pytest.mark.parametrize("script", ["baseline_duckdb_core.py", "baseline_polars.py"])
+def test_baseline_gives_the_pipelines_numbers(script: str, landing: Path, warehouse: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_baseline(script, landing, out)
+    # 1e-12 relative: far below the rounding unit (0.001 at 3 decimals) for any quantity here
+    result = compare.compare(warehouse, out, START, END, rel=1e-12)
+    for name in ("consumption", "adjustments"):
+        s = result[name]
+        assert s["rows_pipeline"] > 1000 and s["rows_other"] == s["rows_pipeline"]
+        assert s["mismatched_rows"] == 0, s["examples"]
+    assert result["adjustments"]["not_compared"] == ["adjustment_id"]  # the one column C and D leave out
+    assert result["consumption"]["not_compared"] == []
+
+
+def test_a_difference_of_one_rounding_unit_is_found(landing: Path, warehouse: Path, tmp_path: Path) -> None:
+    """The comparison is not vacuous: one adjustment off by 0.001 (one unit at 3 decimals) is one mismatch."""
+    out = tmp_path / "out"
+    run_baseline("baseline_duckdb_core.py", landing, out)
+    part = sorted((out / "adjustments").rglob("*.parquet"))[0]
+    frame = pq.read_table(part).to_pandas()
+    row = frame.index[frame["uom"].isin(["kg", "L", "m"])][0]
+    items = pq.read_table(landing / "items").to_pandas().set_index("item_id")
+    assert items.loc[frame.at[row, "item_id"], "uom_decimals"] == 3
+    frame.loc[row, "qty"] += 0.001
+    frame.to_parquet(part, index=False)
+    result = compare.compare(warehouse, out, START, END, rel=1e-12)
+    assert result["adjustments"]["mismatched_rows"] == 1
+    assert result["adjustments"]["qty_differs"] == 1
+
+
+def test_io_floor_writes_the_pipelines_files_and_rows(landing: Path, warehouse: Path, tmp_path: Path) -> None:
+    shape, out = tmp_path / "shape.json", tmp_path / "floor"
+    floor = [sys.executable, str(BENCH / "io_floor.py"), "--shape", str(shape)]
+    subprocess.run(floor + ["--describe", str(warehouse)], check=True)
+    subprocess.run(floor + ["--landing", str(landing), "--out", str(out)], check=True)
+    for name in ("consumption", "adjustments", "postings", "variance", "bom_accuracy", "runs"):
+        ours = sorted(p.relative_to(warehouse) for p in (warehouse / name).rglob("*.parquet"))
+        floors = sorted(p.relative_to(out) for p in (out / name).rglob("*.parquet"))
+        assert floors == ours and ours
+        a, b = ds.dataset(warehouse / name, partitioning="hive"), ds.dataset(out / name, partitioning="hive")
+        assert b.count_rows() == a.count_rows()
+        assert b.schema.equals(a.schema)
+
+
+def test_tree_peak_sums_every_worker(tmp_path: Path) -> None:
+    """A parent (~0 MiB of data) with two workers that each hold 96 MiB for 2 s: the tree's summed
+    RSS is at least 2 x 96 = 192 MiB, over 3 processes."""
+    child = (
+        "import multiprocessing as mp, time\n"
+        "def hold(_):\n"
+        "    data = b'x' * (96 * 2**20)\n"
+        "    time.sleep(2.0)\n"
+        "    return len(data)\n"
+        "if __name__ == '__main__':\n"
+        "    with mp.get_context('spawn').Pool(2) as pool:\n"
+        "        print(sum(pool.map(hold, range(2))))\n"
+    )
+    script = tmp_path / "child.py"  # a file: spawned workers import their function from it
+    script.write_text(child)
+    m = run_measured([sys.executable, str(script)], log_path=tmp_path / "child.log", timeout_s=60)
+    assert m.ok
+    assert m.peak_tree_processes >= 3  # the parent and its two workers (spawn may add a tracker)
+    assert m.peak_tree_rss_bytes >= 192 * MIB
+    assert m.as_dict()["peak_tree_rss_bytes"] == m.peak_tree_rss_bytes
