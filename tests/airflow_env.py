@@ -53,7 +53,10 @@ def openlineage_to_file(path: Path) -> dict[str, str]:
     """Airflow settings that enable the OpenLineage provider with its file transport (a JSON event a line)."""
     transport = {"type": "file", "log_file_path": str(path), "append": True}
     return {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
-            "AIRFLOW__OPENLINEAGE__NAMESPACE": "backflush-tests"}
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "backflush-tests",
+            # the listener emits from a forked process it kills after this many seconds (default 10):
+            # a loaded CI machine must not lose an event
+            "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "120"}
 
 
 def migrated_home(home: Path, **extra: str) -> dict[str, str]:
