@@ -39,13 +39,22 @@ START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 # The source side announces new completions on this asset (REST POST /api/v2/assets/events or a
 # producer task); the extra may name `business_dates` and `plants`.
 LANDING_COMPLETIONS = Asset(name="backflush.landing.completions", uri="backflush://landing/completions")
-OUTPUT_ASSETS = {
-    name: Asset(name=f"backflush.{name}", uri=f"backflush://warehouse/{name}")
-    for name in ("adjustments", "postings", "variance")  # = pipeline.schedule.OUTPUT_DATASETS
-}
 # Events go through an alias so that a task announces only what it wrote: nothing for a dry run,
-# no `postings` event for a re-run that appended no postings.
+# no `postings` event for a re-run that appended no postings. The assets behind it are the dataset
+# folders of the warehouse the run wrote to (`output_asset`), so their URIs are known only at run time.
 OUTPUTS = AssetAlias(name="backflush.outputs")
+
+
+def output_asset(dataset: str, warehouse: str) -> Asset:
+    """The asset of one output dataset: `backflush.<dataset>`, URI its folder in the warehouse.
+
+    `file:///...` for a local warehouse, `s3://bucket/prefix/<dataset>` for a bucket: URIs Airflow
+    normalises, which the OpenLineage provider maps to datasets (namespace `file` with the absolute
+    path as name; namespace `s3://bucket` with the key prefix as name).
+    """
+    from pipeline.schedule import asset_uri
+
+    return Asset(name=f"backflush.{dataset}", uri=asset_uri(warehouse, dataset))
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-engineering",
@@ -134,13 +143,14 @@ def process_plant(plant: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]
     run_plan = schedule.RunPlan.from_dict(plan)
     path = config_path()
     with failures_classified():
+        config = load_config(path)
         dates = run_plan.dates_for(plant["timezone"])
-        result = job.run_dates(load_config(path), dates, plants=[plant["plant_id"]], dry_run=run_plan.dry_run,
+        result = job.run_dates(config, dates, plants=[plant["plant_id"]], dry_run=run_plan.dry_run,
                                command=run_plan.command, late_data=run_plan.late_data)
     events = schedule.output_events(result)
     outlet_events = get_current_context()["outlet_events"]
     for name, extra in events.items():
-        outlet_events[OUTPUTS].add(OUTPUT_ASSETS[name], extra=extra)
+        outlet_events[OUTPUTS].add(output_asset(name, config.warehouse), extra=extra)
     summary = {
         "plant_id": plant["plant_id"],
         "run_id": result.run_id,

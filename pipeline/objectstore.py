@@ -7,7 +7,8 @@ AWS SDKs read them) or from the URI itself as pyarrow understands it: query para
 and `s3://KEY:SECRET@bucket/...` user info. Data goes through pyarrow's S3 filesystem; the one
 operation pyarrow lacks, an atomic create-if-absent for plant locks, is a conditional PUT
 (`If-None-Match: *`) through boto3. Nothing here prints a credential: `redact_uri` and `scrub` are
-what every message about a warehouse URI goes through.
+what every message about a warehouse URI goes through. The tests run against moto's S3 emulation
+(served over HTTP on loopback), not against AWS or another S3-compatible server.
 """
 
 from __future__ import annotations

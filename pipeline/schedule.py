@@ -19,9 +19,11 @@ Mapping (schedule `0 0 * * *` in UTC with data intervals, i.e. CronDataIntervalT
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SCHEDULED, MANUAL, BACKFILL, ASSET_TRIGGERED = "scheduled", "manual", "backfill", "asset_triggered"
@@ -304,6 +306,23 @@ def output_events(result: Any, datasets: Sequence[str] = OUTPUT_DATASETS) -> dic
     return out
 
 
+def asset_uri(warehouse: str, dataset: str) -> str:
+    """The URI of a warehouse dataset's folder as an Airflow asset, in a form Airflow normalises.
+
+    A local warehouse gives `file:///absolute/path/<dataset>` (relative paths resolved against the
+    working directory, as `Warehouse` does), an object store `s3://bucket/prefix/<dataset>` (or its
+    own scheme). Credentials, query parameters (endpoint, region) and fragments are dropped: an asset
+    URI names the data, it is shown in the UI and sent to lineage backends.
+    """
+    if "://" not in warehouse or warehouse.startswith("file://"):
+        path = Path(warehouse.removeprefix("file://")).resolve() / dataset
+        return "file://" + urllib.parse.quote(path.as_posix())  # quote: an asset URI must be ASCII
+    parts = urllib.parse.urlsplit(warehouse)
+    host = parts.netloc.rpartition("@")[2]
+    prefix = parts.path.strip("/")
+    return f"{parts.scheme.lower()}://{host}/{prefix + '/' if prefix else ''}{dataset}"
+
+
 def _json_partition(partition: Mapping[str, object]) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in partition.items():
@@ -355,6 +374,6 @@ def _run_type(value: object) -> str:
 
 __all__ = [
     "ASSET_TRIGGERED", "BACKFILL", "MANUAL", "OUTPUT_DATASETS", "SCHEDULED", "SCHEDULE_TIMEZONE",
-    "RunPlan", "arrival_plan", "business_date_for_run", "day_ends_at", "is_transient", "local_date",
+    "RunPlan", "arrival_plan", "asset_uri", "business_date_for_run", "day_ends_at", "is_transient", "local_date",
     "nightly_plan", "output_events", "parse_date", "parse_plants", "ready_at",
 ]

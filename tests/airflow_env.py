@@ -49,10 +49,20 @@ def airflow_environment(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def migrated_home(home: Path) -> dict[str, str]:
+def openlineage_to_file(path: Path) -> dict[str, str]:
+    """Airflow settings that enable the OpenLineage provider with its file transport (a JSON event a line)."""
+    transport = {"type": "file", "log_file_path": str(path), "append": True}
+    return {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "backflush-tests",
+            # the listener emits from a forked process it kills after this many seconds (default 10):
+            # a loaded CI machine must not lose an event
+            "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "120"}
+
+
+def migrated_home(home: Path, **extra: str) -> dict[str, str]:
     """Create AIRFLOW_HOME and its SQLite metadata DB (`airflow db migrate`); the child environment."""
     home.mkdir(parents=True, exist_ok=True)
-    env = airflow_environment(home)
+    env = airflow_environment(home, **extra)
     done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=180)
     if done.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -247,7 +257,7 @@ def _dag_test(bag: Any, dag_id: str, logical_date: str | None = None, conf: Mapp
     with create_session() as session:
         tis = sorted(((ti.task_id, ti.map_index, ti.rendered_map_index, str(ti.state))
                       for ti in run.get_task_instances(session=session)), key=lambda t: (t[0], t[1]))
-        emitted = [{"asset": e.asset.name, "extra": e.extra, "map_index": e.source_map_index}
+        emitted = [{"asset": e.asset.name, "uri": e.asset.uri, "extra": e.extra, "map_index": e.source_map_index}
                    for e in session.scalars(select(AssetEvent).where(AssetEvent.source_dag_id == dag_id,
                                                                      AssetEvent.source_run_id == run.run_id,
                                                                      AssetEvent.id > last_event))]
@@ -262,6 +272,31 @@ def _dag_test(bag: Any, dag_id: str, logical_date: str | None = None, conf: Mapp
     }
 
 
+def _lineage(bag: Any, warehouses: Sequence[str], **_: Any) -> dict[str, Any]:
+    """Per warehouse, each output dataset's asset (as the DAG builds it) and the OpenLineage dataset
+    the OpenLineage provider translates it into (None: the provider cannot map its URI)."""
+    import importlib.util
+
+    from airflow.providers.openlineage.utils.utils import translate_airflow_asset
+
+    from pipeline.schedule import OUTPUT_DATASETS
+
+    spec = importlib.util.spec_from_file_location("backflush_dag_module", DAGS / "backflush.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out: dict[str, Any] = {}
+    for warehouse in warehouses:
+        for dataset in OUTPUT_DATASETS:
+            asset = module.output_asset(dataset, warehouse)
+            ol = translate_airflow_asset(asset, None)
+            out.setdefault(warehouse, {})[dataset] = {
+                "name": asset.name, "uri": asset.uri, "normalized_uri": asset.normalized_uri,
+                "openlineage": None if ol is None else {"namespace": ol.namespace, "name": ol.name},
+            }
+    return {"assets": out}
+
+
 def _move(bag: Any, src: str, dst: str, **_: Any) -> dict[str, Any]:
     """A landing drop: a finished file appears in the landing folder at once (rename, as MES drops do)."""
     target = Path(dst) / Path(src).name
@@ -269,7 +304,7 @@ def _move(bag: Any, src: str, dst: str, **_: Any) -> dict[str, Any]:
     return {"path": str(target)}
 
 
-SCENARIOS = {"move": _move, "parse": _parse, "params": _params, "backfill_dry_run": _backfill_dry_run,
+SCENARIOS = {"move": _move, "parse": _parse, "lineage": _lineage, "params": _params, "backfill_dry_run": _backfill_dry_run,
              "dag_test": _dag_test}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import csv
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pipeline import job, sources
 from pipeline.config import load_config
 from pipeline.generate import generate_landing
 from pipeline.warehouse import Warehouse
-from tests.airflow_env import DAGS, ROOT, migrated_home, run_scenarios
+from tests.airflow_env import DAGS, ROOT, migrated_home, openlineage_to_file, run_scenarios
 
 START = dt.date(2026, 1, 5)
 DAYS = 14
@@ -34,6 +35,18 @@ BACKFILL_DATE = "2026-01-06"
 VOLATILE = ["run_id", "posted_at", "posting_id", "as_of"]  # differ between any two runs
 COMPARED = ["consumption", "adjustments", "postings", "variance", "quarantine", "bom_accuracy"]
 DAG_IDS = {"backflush_nightly", "backflush_on_arrival"}
+OUTPUTS = ("adjustments", "postings", "variance")
+SECRET = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+# warehouse -> (OpenLineage namespace, name of the dataset folder without the dataset), worked out
+# from the OpenLineage naming spec: a local file is namespace "file" with its absolute path as name;
+# an S3 object is namespace "s3://<bucket>" with its key (no leading slash) as name.
+LINEAGE_WAREHOUSES = {
+    "/srv/backflush/warehouse": ("file", "/srv/backflush/warehouse/"),
+    "file:///srv/backflush/warehouse/": ("file", "/srv/backflush/warehouse/"),
+    f"s3://AKIAEXAMPLE:{SECRET}@plant-data/backflush/warehouse?endpoint_override=127.0.0.1:9000&scheme=http":
+        ("s3://plant-data", "backflush/warehouse/"),
+    "s3://plant-data": ("s3://plant-data", ""),
+}
 
 
 # ------------------------------------------------------------------ fixtures
@@ -124,12 +137,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     history = runs(wh["arrival"])
 
     # Airflow, in one child process, in dependency order
-    env = migrated_home(root / "airflow-home")
+    # the OpenLineage provider enabled, writing its events to a file, as a deployment would send them
+    env = migrated_home(root / "airflow-home", **openlineage_to_file(root / "openlineage.jsonl"))
     nightly_env = {"BACKFLUSH_CONFIG": str(cfg["nightly"])}
     arrival_env = {"AIRFLOW_VAR_BACKFLUSH_CONFIG": str(cfg["arrival"])}  # the Variable route
     logical = f"{NIGHTLY_DATE}T00:00:00+00:00"
     scenarios = [
         {"name": "parse", "kind": "parse"},
+        {"name": "lineage", "kind": "lineage", "warehouses": list(LINEAGE_WAREHOUSES)},
         {"name": "params_ok", "kind": "params", "dag_id": "backflush_nightly",
          "values": {"business_date": "2026-01-07", "plants": ["P2"], "dry_run": True}},
         {"name": "params_bad_date", "kind": "params", "dag_id": "backflush_nightly",
@@ -167,7 +182,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                            "--date", NIGHTLY_DATE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return {"root": root, "landing": landing, "wh": wh, "results": results, "history": history,
-            "drop1": drop1_rows}
+            "drop1": drop1_rows, "openlineage": root / "openlineage.jsonl"}
 
 
 def scenario(world: dict[str, Any], name: str) -> dict[str, Any]:
@@ -288,6 +303,40 @@ def test_nightly_announces_partitions_and_rows_as_asset_events(world: dict[str, 
             assert extra["rows"] == sum(p["rows"] for p in extra["partitions"]) > 0
             assert all(p["plant_id"] == plant for p in extra["partitions"])
             assert extra["rows"] == int((table["plant_id"] == plant).sum()), f"{asset} {plant}"
+
+
+def test_output_assets_are_the_dataset_folders_of_the_warehouse(world: dict[str, Any]) -> None:
+    events = scenario(world, "nightly")["asset_events"]
+    folder = world["wh"]["nightly"].resolve()
+    uris = {e["asset"]: e["uri"] for e in events}
+    assert uris == {f"backflush.{d}": f"file://{folder}/{d}" for d in OUTPUTS}
+    assert all(Path(uri.removeprefix("file://")).is_dir() for uri in uris.values())
+
+
+def test_openlineage_provider_maps_output_assets_to_datasets(world: dict[str, Any]) -> None:
+    """Through the provider's own translation (the one its listener applies to asset events)."""
+    assets = scenario(world, "lineage")["assets"]
+    for warehouse, (namespace, prefix) in LINEAGE_WAREHOUSES.items():
+        for dataset in OUTPUTS:
+            asset = assets[warehouse][dataset]
+            assert asset["name"] == f"backflush.{dataset}"
+            assert asset["normalized_uri"] == asset["uri"], "Airflow cannot normalise the URI"
+            assert asset["openlineage"] == {"namespace": namespace, "name": prefix + dataset}, warehouse
+            assert SECRET not in asset["uri"] and "endpoint_override" not in asset["uri"]
+
+
+def test_nightly_run_emits_openlineage_events_with_the_output_datasets(world: dict[str, Any]) -> None:
+    """The provider's listener, enabled with a file transport, reports each plant task's outputs."""
+    run_id = scenario(world, "nightly")["run_id"]
+    events = [json.loads(line) for line in world["openlineage"].read_text().splitlines() if line.strip()]
+    done = [e for e in events if e["eventType"] == "COMPLETE"
+            and e["job"]["name"] == "backflush_nightly.process_plant"
+            and e["run"]["facets"]["airflow"]["dagRun"]["run_id"] == run_id]
+    assert len(done) == 3, "one COMPLETE event per plant task"  # P1, P2, P3
+    folder = str(world["wh"]["nightly"].resolve())
+    for event in done:
+        outputs = sorted((o["namespace"], o["name"]) for o in event["outputs"])
+        assert outputs == [("file", f"{folder}/{d}") for d in OUTPUTS]
 
 
 def test_a_contract_violation_fails_at_once_without_retries(world: dict[str, Any]) -> None:

@@ -1,4 +1,9 @@
-"""Object-store warehouses against a real S3-compatible server on loopback (moto's server mode).
+"""Object-store warehouses against moto's S3 emulation, run as an HTTP server on loopback (its server mode).
+
+moto is not a real S3-compatible server: it emulates the S3 API in Python, in memory. It is what
+can be installed here (no AWS, MinIO or other S3 server is), and the emulation speaks real HTTP,
+so pyarrow's and boto3's S3 clients run unchanged; what it cannot show is how a real store
+behaves (latency, throttling, its own implementation of conditional writes).
 
 Covers: a run to s3:// gives the same outputs as to a local folder; a commit killed with SIGKILL
 half-way leaves whole files (old or new per partition) and the next run rolls it forward and
@@ -55,7 +60,7 @@ AWS_ENV = {
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    """A moto S3 server on a free loopback port; the AWS_* environment points at it."""
+    """moto's S3 emulation, served over HTTP on a free loopback port; the AWS_* environment points at it."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -245,3 +245,11 @@ def test_the_schedule_module_does_not_import_airflow() -> None:
     imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any(name.split(".")[0] == "airflow" for name in imported)
+
+
+def test_asset_uri_is_the_dataset_folder_without_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert schedule.asset_uri("wh", "postings") == f"file://{tmp_path.resolve()}/wh/postings"  # relative: cwd
+    assert schedule.asset_uri("/a b/wh/", "variance") == "file:///a%20b/wh/variance"  # asset URIs are ASCII
+    assert schedule.asset_uri("S3://key:secret@bkt/x/y/?region=eu-west-1", "adjustments") == "s3://bkt/x/y/adjustments"
+    assert schedule.asset_uri("hdfs://namenode:8020/wh", "postings") == "hdfs://namenode:8020/wh/postings"
