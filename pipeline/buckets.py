@@ -94,6 +94,7 @@ class _Partial:
     touched: np.ndarray
     receipts: np.ndarray
     usage: np.ndarray
+    events: pd.DataFrame | None = None  # the bucket's flows into windows whose events are kept
 
 
 @dataclass
@@ -129,6 +130,7 @@ class _Digester:
             new_keys=keys.reset_index(drop=True), new_requirements=requirements[requirements["key"].isin(new)],
             new_errors=errors[errors["key"].isin(new)], touched=touched,
             receipts=self.windows.receipts[touched].copy(), usage=self.windows.usage[touched].copy(),
+            events=self.windows.take_events() if self.windows.collecting is not None else None,
         )
 
 
@@ -164,6 +166,8 @@ class _Totals:
         if part.watermark is not None and (self.watermark is None or part.watermark > self.watermark):
             self.watermark = part.watermark
         self.windows.add(part.touched, part.receipts, part.usage)
+        if part.events is not None:
+            self.windows.add_events(part.events)
 
     def _add_demand(self, demand: pd.DataFrame, renumber: np.ndarray) -> None:
         """A bucket's demand, as integer codes only: the key (which names plant and item), the day,
