@@ -277,10 +277,13 @@ def stock_exceptions(inputs: Inputs, scope: CountScope, windows: CountWindows, c
     row = slot[events["window"].to_numpy(dtype="int64")]
     keep = row >= 0
     keep[keep] &= (events["kind"].to_numpy()[keep] != EVENT_USAGE) | backflushed[row[keep]]
+    sources = events["source"].array[keep]
+    # integer codes in the order of the ids (not strings): a smaller code is a smaller id
+    source, source_names = pd.factorize(sources, sort=True, use_na_sentinel=False)
     flows = pd.DataFrame({"row": row[keep], "at": events["at"].to_numpy()[keep], "qty": events["qty"].to_numpy()[keep],
-                          "kind": events["kind"].to_numpy()[keep], "source": events["source"].array[keep]})
+                          "kind": events["kind"].to_numpy()[keep], "source": source})
     # one flow per (window, instant, kind, source): a completion's several BOM lines of one component
-    flows = flows.groupby(["row", "at", "kind", "source"], as_index=False, sort=True, dropna=False)["qty"].sum()
+    flows = flows.groupby(["row", "at", "kind", "source"], as_index=False, sort=False)["qty"].sum()
     # the running stock per moment: the opening (at the previous count) then each instant's net flow
     opening = pd.DataFrame({"row": np.arange(len(counts)), "at": _micros(counts["previous_counted_at"]),
                             "qty": counts["opening_qty"].to_numpy(dtype="float64")})
@@ -330,7 +333,8 @@ def stock_exceptions(inputs: Inputs, scope: CountScope, windows: CountWindows, c
         usage_qty=round_half_away(-sums["usage"][hit], d),
         largest_flow_kind=pd.Series(EVENT_KINDS[largest["kind"].fillna(0).to_numpy(dtype="int64")]).where(
             largest["kind"].notna().to_numpy()).to_numpy(),
-        largest_flow_id=largest["source"].to_numpy(dtype=object),
+        largest_flow_id=np.concatenate([np.asarray(source_names, dtype=object), np.array([None], dtype=object)])[
+            largest["source"].fillna(len(source_names)).to_numpy(dtype="int64")],
         largest_flow_qty=round_half_away(largest["qty"].to_numpy(dtype="float64"), d),
     )
     return out[["plant_id", "count_date", *[f.name for f in schemas.STOCK_EXCEPTIONS]]].reset_index(drop=True)

@@ -215,3 +215,24 @@ def test_schema_has_the_partition_columns_apart() -> None:
     schema, partitions = schemas.OUTPUT_DATASETS["stock_exceptions"]
     assert partitions == ("plant_id", "count_date")
     assert not set(partitions) & set(schema.names)
+
+
+def test_flows_of_one_instant_are_netted_and_ties_name_the_smallest_id(tmp_path: Path) -> None:
+    tables = {
+        "items": ITEMS,
+        "bom": BOM,
+        "movements": [
+            # PK: 5, then -10 and +10 at the same instant: the stock at 12:00 is 5, never below zero
+            movement("P-OUT", "PK", "2026-03-02T12:00:00Z", -10), movement("P-IN", "PK", "2026-03-02T12:00:00Z", 10),
+            # RM: 10, then two issues of -7 at the same instant: 10 - 14 = -4 at 12:00
+            movement("MB", "RM", "2026-03-02T12:00:00Z", -7), movement("MA", "RM", "2026-03-02T12:00:00Z", -7),
+        ],
+        "stock_counts": [count("K0", "PK", "2026-03-02T06:00:00Z", 5), count("K1", "PK", "2026-03-02T18:00:00Z", 5),
+                         count("K2", "RM", "2026-03-02T06:00:00Z", 10), count("K3", "RM", "2026-03-02T18:00:00Z", 0)],
+    }
+    _run(tmp_path, tables, [dt.date(2026, 3, 2)])
+    rows = read(tmp_path, "stock_exceptions")
+    assert list(rows["count_id"]) == ["K3"]
+    row = rows.iloc[0]
+    assert row["book_qty_at_negative"] == -4.0 and row["movements_qty"] == -14.0
+    assert row["largest_flow_id"] == "MA" and row["largest_flow_qty"] == -7.0  # same size, same time: "MA" < "MB"
