@@ -236,3 +236,23 @@ def test_flows_of_one_instant_are_netted_and_ties_name_the_smallest_id(tmp_path:
     row = rows.iloc[0]
     assert row["book_qty_at_negative"] == -4.0 and row["movements_qty"] == -14.0
     assert row["largest_flow_id"] == "MA" and row["largest_flow_qty"] == -7.0  # same size, same time: "MA" < "MB"
+
+
+def test_cli_backfill_and_report_show_the_exception(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline import cli
+
+    landing = make_landing(tmp_path, **ONE_PLANT)
+    warehouse = tmp_path / "warehouse"
+    common = ["--landing", str(landing), "--warehouse", str(warehouse)]
+    assert cli.main(["backfill", *common, "--start", "2026-03-02", "--end", "2026-03-03"]) == 0
+    out = capsys.readouterr().out
+    # the backfill is one run of both dates (date_batch_days): K1's window, the only one below zero
+    assert "stock exceptions: 1 count windows whose book stock went below zero" in out
+    page = tmp_path / "report.html"
+    assert cli.main(["report", "--warehouse", str(warehouse), "--from", "2026-03-02", "--to", "2026-03-03",
+                     "--out", str(page)]) == 0
+    html = page.read_text("utf-8")
+    section = html[html.index('<section id="stock-exceptions">'):]
+    section = section[:section.index("</section>")]
+    assert "K1" in section and "movement M1" in section  # the window and its largest outflow
+    assert "K3" not in section and "K5" not in section
