@@ -147,6 +147,9 @@ def test_a_corrected_receipt_removes_the_row(one_plant: Path, tmp_path: Path) ->
                                           *ONE_PLANT["movements"][1:]]}
     _run(tmp_path, tables, [dt.date(2026, 3, 3)])
     assert read(tmp_path, "stock_exceptions").empty
+    # and the variance was recomputed from the same flows: 100 + (-30 + 120) - 80 = 110
+    assert read(tmp_path, "variance").set_index("count_id").loc["K1", "book_qty"] == 110.0
+    assert not (tmp_path / "warehouse" / "stock_exceptions" / "plant_id=P1" / "count_date=2026-03-03").exists()
 
 
 def test_time_zone_midnight_partitions(tmp_path: Path) -> None:
