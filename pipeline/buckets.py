@@ -96,6 +96,7 @@ class _Partial:
     receipts: np.ndarray
     usage: np.ndarray
     orders: pd.DataFrame  # consumption.ORDER_COLUMNS: the bucket's first completion of each order
+    events: pd.DataFrame | None = None  # the bucket's flows into windows whose events are kept
 
 
 @dataclass
@@ -136,6 +137,7 @@ class _Digester:
             new_errors=errors[errors["key"].isin(new)], touched=touched,
             receipts=self.windows.receipts[touched].copy(), usage=self.windows.usage[touched].copy(),
             orders=orders,
+            events=self.windows.take_events() if self.windows.collecting is not None else None,
         )
 
 
@@ -175,6 +177,8 @@ class _Totals:
         if part.watermark is not None and (self.watermark is None or part.watermark > self.watermark):
             self.watermark = part.watermark
         self.windows.add(part.touched, part.receipts, part.usage)
+        if part.events is not None:
+            self.windows.add_events(part.events)
 
     def _add_demand(self, demand: pd.DataFrame, renumber: np.ndarray) -> None:
         """A bucket's demand, as integer codes only: the key (which names plant and item), the day,

@@ -281,6 +281,8 @@ def render_summary(results: Sequence[job.RunResult]) -> str:
         lines.append(f"variance:         {v['counts']:,} counts, {v['checked']:,} checked, "
                      f"{v['over_tolerance']:,} over tolerance, {v['baselines']:,} baselines, "
                      f"net value {v['variance_value']:,.2f}")
+        if "stock_exceptions" in v:
+            lines.append(f"stock exceptions: {v['stock_exceptions']:,} count windows whose book stock went below zero")
         top_variances: list[dict[str, Any]] = v.get("top", [])  # type: ignore[assignment]
         for row in top_variances:
             lines.append(f"  {row['count_id']:<14} {row['plant_id']}/{row['location_id']} {row['item_id']:<14} "

@@ -99,7 +99,7 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None,
                 spiller.spilled()
             tables = sources.lazy_landing_files(config.landing, skip=["completions"])
             return _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones),
-                               spiller)
+                               spiller, dates)
     # completions stream from the database into staged batches, spilled and digested like files
     with tempfile.TemporaryDirectory(prefix="backflush-sql-", dir=config.spill_dir) as stage:
         return _read_sql(config, dates, plants, Path(stage))
@@ -111,7 +111,8 @@ def _read_sql(config: Config, dates: Sequence[dt.date] | None, plants: Sequence[
     if not dates:
         raw = sources.read_sql_tables(config.sql, plants=plants, stage_dir=stage)
         with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
-            return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller)
+            return _summarised(config, sources.InputLoader(raw, timezone_overrides=config.plant_timezones), spiller,
+                               dates)
     # a plant's business date D lies within [D - 1 day, D + 2 days) in UTC, whatever its zone
     since = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days + 1), tz="UTC")
     until = pd.Timestamp(max(dates) + dt.timedelta(days=2), tz="UTC")
@@ -130,7 +131,7 @@ def _read_sql(config: Config, dates: Sequence[dt.date] | None, plants: Sequence[
         oldest = opened["previous_counted_at"].min()
         if pd.isna(oldest) or oldest >= since:
             with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
-                return _summarised(config, loader, spiller)
+                return _summarised(config, loader, spiller, dates)
         since = oldest.floor("D")
         del raw, loader
         shutil.rmtree(folder, ignore_errors=True)  # read again from the earlier start
@@ -141,9 +142,14 @@ def _spiller(config: Config, files: list[buckets.RawFile]) -> buckets.Spiller:
     return buckets.Spiller(files, bucket_rows=config.bucket_rows, workers=config.workers, spill_dir=config.spill_dir)
 
 
-def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Spiller) -> RunInputs:
-    """Completions accepted and summed a bucket at a time, then the inputs finished with them."""
-    windows = variance.count_windows(loader.stock_counts, loader.items)
+def _summarised(config: Config, loader: sources.InputLoader, spiller: buckets.Spiller,
+                dates: Sequence[dt.date] | None = None) -> RunInputs:
+    """Completions accepted and summed a bucket at a time, then the inputs finished with them.
+
+    The flows of the windows of counts a run on `dates` can recompute (dated from the look-back's
+    first day on) are also kept one by one, for `stock_exceptions`; every window's without dates."""
+    since = pd.Timestamp(min(dates) - dt.timedelta(days=config.lookback_days)) if dates else None
+    windows = variance.count_windows(loader.stock_counts, loader.items, events_from=since)
     # movements, like completions, are kept only as the sums a run needs: their flows into count
     # windows and their fingerprints; their rows are let go of before completions are digested
     movement_parts = _movement_sums(loader.let_go_of_movements(), windows)
@@ -395,18 +401,25 @@ def _process(
     # before the next plant's exist (memory follows one plant's counts)
     progress.stage("variance", plants=len(plants))
     variance_parts, accuracy_parts = [], []
+    exception_rows = 0
     for plant in plants:
         counts = variance.variance_scope(inputs, scope[scope["plant_id"] == plant], config)
         variance_rows = variance.count_variance(inputs, counts, config, totals.windows)
+        exceptions = variance.stock_exceptions(inputs, counts, totals.windows, config)
         accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, [plant], config, started)
         count_scope = counts.scope
         txn.replace("variance", variance_rows, [{"plant_id": p, "count_date": d} for p, d in zip(
             count_scope["plant_id"], count_scope["count_date"], strict=True)],
             sort_by=["location_id", "item_id", "counted_at"])
+        # same partitions as the variance: a window's row belongs to its closing count's date
+        txn.replace("stock_exceptions", exceptions, [{"plant_id": p, "count_date": d} for p, d in zip(
+            count_scope["plant_id"], count_scope["count_date"], strict=True)],
+            sort_by=["location_id", "item_id", "counted_at"])
+        exception_rows += len(exceptions)
         txn.replace("bom_accuracy", accuracy, [{"plant_id": plant}], sort_by=["component_item_id"])
         variance_parts.append(variance_rows[variance.SUMMARY_COLUMNS])
         accuracy_parts.append(accuracy["flag"])
-        del counts, variance_rows, accuracy
+        del counts, variance_rows, accuracy, exceptions
     variance_rows = pd.concat(variance_parts, ignore_index=True) if variance_parts else \
         pd.DataFrame(columns=variance.SUMMARY_COLUMNS)
     flags = pd.concat(accuracy_parts, ignore_index=True) if accuracy_parts else pd.Series([], dtype="str")
@@ -430,7 +443,7 @@ def _process(
     result.quarantine_by_code = {str(k): int(v) for k, v in quarantine["error_code"].value_counts().sort_index().items()}
     result.adjustments_by_kind = adjustments_by_kind
     result.top_components = top_components
-    result.variance_summary = variance.summary(variance_rows)
+    result.variance_summary = {**variance.summary(variance_rows), "stock_exceptions": exception_rows}
     result.bom_accuracy_flags = {str(k): int(v) for k, v in flags.value_counts().sort_index().items()}
     result.rows_written = dict(txn.rows_written)
     result.rows_written.setdefault("runs", 1)

@@ -70,6 +70,7 @@ class PeriodData:
     quarantine: pd.DataFrame
     bom_accuracy: pd.DataFrame
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stock_exceptions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ------------------------------------------------------------------ reading
@@ -105,6 +106,7 @@ def read_period(warehouse: str, start: dt.date, end: dt.date, *, plants: list[st
         quarantine=quarantine.reset_index(drop=True),
         bom_accuracy=wh.read("bom_accuracy", filters=plant_filter),
         runs=wh.read("runs", columns=["run_id", "status", "business_dates", "plants", "finished_at"]),
+        stock_exceptions=wh.read("stock_exceptions", filters=period("count_date")),
     )
 
 
@@ -669,6 +671,38 @@ marks a day with counts; a line on the zero axis means no counts.</p>
 </section>"""
 
 
+def _stock_exceptions_section(data: PeriodData, f: ReportFigures) -> str:
+    rows = data.stock_exceptions
+    if rows.empty:
+        table = '<div class="empty" data-table="stock-exceptions">No count window went below zero.</div>'
+        total = 0
+    else:
+        total = len(rows)
+        rows = rows.sort_values(["negative_at", "plant_id", "location_id", "item_id"], kind="stable").head(TOP_COUNTS)
+        rows = rows.assign(where=rows["plant_id"].astype("str") + " / " + rows["location_id"].astype("str"),
+                           flow=rows["largest_flow_kind"].fillna("").astype("str") + " "
+                           + rows["largest_flow_id"].fillna("").astype("str"))
+        columns = [Column("Count", "count_id"), Column("Plant / location", "where"), Column("Item", "item_id"),
+                   Column("Below zero at (UTC)", "negative_at", "datetime"),
+                   Column("Business date", "negative_date", "date"),
+                   Column("Book qty then", "book_qty_at_negative", "qty", 3),
+                   Column("Lowest book qty", "min_book_qty", "qty", 3), Column("UoM", "uom"),
+                   Column("Opening", "opening_qty", "qty", 3), Column("Movements", "movements_qty", "qty", 3),
+                   Column("Receipts", "receipts_qty", "qty", 3), Column("Usage", "usage_qty", "qty", 3),
+                   Column("Largest outflow", "flow"), Column("Its qty", "largest_flow_qty", "qty", 3)]
+        table = _table("stock-exceptions", columns, rows,
+                       note=f"the first {len(rows):,} of {total:,} windows, by the moment they went below zero")
+    return f"""
+<section id="stock-exceptions">
+<h2>Negative book stock</h2>
+<p class="how">Count windows of the period (by the closing count's date) whose book stock, flow by flow,
+went below zero before the count: the sign of a missing receipt or of a BOM that uses too much. Opening
++ movements + receipts − usage up to that moment give the book quantity then; the largest outflow is the
+single movement or completion that took most of it away.</p>
+{table}
+</section>"""
+
+
 def _bom_section(data: PeriodData, f: ReportFigures) -> str:
     acc = data.bom_accuracy
     order = {flag: i for i, flag in enumerate(BOM_FLAGS)}
@@ -751,7 +785,7 @@ def render_report(data: PeriodData, figures: ReportFigures, *, warehouse: str) -
 
 
 _SECTIONS: tuple[Callable[[PeriodData, ReportFigures], str], ...] = (
-    _postings_section, _variance_section, _bom_section, _quarantine_section,
+    _postings_section, _variance_section, _stock_exceptions_section, _bom_section, _quarantine_section,
 )
 
 

@@ -331,12 +331,39 @@ BOM_ACCURACY = pa_arrow.schema(
     ]
 )
 
+STOCK_EXCEPTIONS = pa_arrow.schema(
+    [
+        ("count_id", _str),  # the window's closing count
+        ("previous_count_id", _str),  # its opening count
+        ("location_id", _str),
+        ("item_id", _str),
+        ("uom", _str),
+        ("backflushed", pa_arrow.bool_()),
+        ("previous_counted_at", _ts),
+        ("counted_at", _ts),
+        ("opening_qty", _f64),
+        ("negative_at", _ts),  # the first moment the running book stock is below zero
+        ("negative_date", pa_arrow.date32()),  # its business date, in the plant's time zone
+        ("book_qty_at_negative", _f64),
+        ("min_book_qty", _f64),
+        ("min_at", _ts),
+        ("movements_qty", _f64),  # the flows of the window up to and including negative_at
+        ("receipts_qty", _f64),
+        ("usage_qty", _f64),
+        ("largest_flow_kind", _str),  # movement, receipt, by_product or usage
+        ("largest_flow_id", _str),  # its movement_id or completion_id
+        ("largest_flow_qty", _f64),  # its signed effect on the stock
+        ("counted_qty", _f64),
+    ]
+)
+
 # dataset -> (Arrow schema of the file columns, partition columns in path order)
 OUTPUT_DATASETS: dict[str, tuple[pa_arrow.Schema, tuple[str, ...]]] = {
     "consumption": (CONSUMPTION, ("plant_id", "business_date")),
     "adjustments": (ADJUSTMENTS, ("plant_id", "business_date")),
     "postings": (POSTINGS, ("plant_id",)),
     "variance": (VARIANCE, ("plant_id", "count_date")),
+    "stock_exceptions": (STOCK_EXCEPTIONS, ("plant_id", "count_date")),
     "quarantine": (QUARANTINE, ("table", "business_date")),
     "bom_accuracy": (BOM_ACCURACY, ("plant_id",)),
     "runs": (RUNS, ()),

@@ -19,7 +19,7 @@ from pipeline import schemas
 from pipeline.config import Config, Tolerances
 from pipeline.costs import costs_in_force
 from pipeline.rounding import round_half_away
-from pipeline.sources import Inputs
+from pipeline.sources import Inputs, business_dates, plant_timezones
 
 STOCK_KEY = ["plant_id", "location_id", "item_id"]
 
@@ -181,8 +181,10 @@ def with_previous_count(counts: pd.DataFrame) -> pd.DataFrame:
     """Each count with the time, quantity and business date of the count before it at the same
     (plant, location, item)."""
     ordered = counts.sort_values(STOCK_KEY + ["counted_at", "count_id"], kind="stable").reset_index(drop=True)
-    previous = ordered.groupby(STOCK_KEY, sort=False)[["counted_at", "counted_qty", "business_date"]].shift(1)
-    return ordered.assign(previous_counted_at=previous["counted_at"], opening_qty=previous["counted_qty"],
+    previous = ordered.groupby(STOCK_KEY, sort=False)[["count_id", "counted_at", "counted_qty",
+                                                       "business_date"]].shift(1)
+    return ordered.assign(previous_count_id=previous["count_id"], previous_counted_at=previous["counted_at"],
+                          opening_qty=previous["counted_qty"],
                           previous_count_date=previous["business_date"].astype("datetime64[ns]"))
 
 
@@ -242,6 +244,118 @@ def count_variance(inputs: Inputs, scope: CountScope, config: Config, windows: C
     return finish_variance(out, out["item_id"].map(master["uom_decimals"]), config.tolerances)
 
 
+# ------------------------------------------------------------------ negative book stock (issue 16.5)
+
+EVENT_MOVEMENT, EVENT_RECEIPT, EVENT_BY_PRODUCT, EVENT_USAGE = 0, 1, 2, 3
+EVENT_KINDS = np.array(["movement", "receipt", "by_product", "usage"], dtype=object)
+
+
+def _empty_events() -> pd.DataFrame:
+    return pd.DataFrame({"window": np.zeros(0, dtype="int64"), "at": np.zeros(0, dtype="int64"),
+                         "qty": np.zeros(0), "kind": np.zeros(0, dtype="int8"),
+                         "source": pd.Series([], dtype="str")})
+
+
+def stock_exceptions(inputs: Inputs, scope: CountScope, windows: CountWindows, config: Config) -> pd.DataFrame:
+    """One `stock_exceptions` row per count in scope whose window (previous count, count] takes the
+    book stock below zero (plus plant_id and count_date for partitioning); see docs/CONTRACT.md.
+
+    The running book stock of a window is the opening count plus, moment by moment (the events of
+    one instant are netted: the stock at an instant is the stock after all its flows), every
+    movement, receipt, by-product and, for a backflushed item, theoretical usage: the terms of
+    `book_qty`, so the last moment's stock is the variance's book stock. Each moment's stock is
+    rounded to the item's decimals before it is judged (float noise is not a shortfall).
+    windows: with the events of every count in scope kept (`CountWindows.collect_events`).
+    """
+    counts = scope.counts[scope.counts["previous_counted_at"].notna()].reset_index(drop=True)
+    if counts.empty:
+        return _empty_exceptions()
+    position = pd.Index(windows.count_ids).get_indexer(counts["count_id"])
+    if windows.collecting is None or not windows.collecting[position].all():
+        raise ValueError("stock exceptions need the events of every count in scope (collect_events)")
+    master = inputs.items.set_index("item_id")
+    backflushed = counts["item_id"].map(master["backflush"]).fillna(False).to_numpy(dtype=bool)
+    decimals = counts["item_id"].map(master["uom_decimals"]).to_numpy()
+    # the window's events, with its row in `counts`; usage only lowers the book of a backflushed item
+    slot = np.full(len(windows.count_ids), -1, dtype="int64")
+    slot[position] = np.arange(len(counts))
+    events = windows.events()
+    row = slot[events["window"].to_numpy(dtype="int64")]
+    keep = row >= 0
+    keep[keep] &= (events["kind"].to_numpy()[keep] != EVENT_USAGE) | backflushed[row[keep]]
+    sources = events["source"].array[keep]
+    # integer codes in the order of the ids (not strings): a smaller code is a smaller id
+    source, source_names = pd.factorize(sources, sort=True, use_na_sentinel=False)
+    flows = pd.DataFrame({"row": row[keep], "at": events["at"].to_numpy()[keep], "qty": events["qty"].to_numpy()[keep],
+                          "kind": events["kind"].to_numpy()[keep], "source": source})
+    # one flow per (window, instant, kind, source): a completion's several BOM lines of one component
+    flows = flows.groupby(["row", "at", "kind", "source"], as_index=False, sort=False)["qty"].sum()
+    # the running stock per moment: the opening (at the previous count) then each instant's net flow
+    opening = pd.DataFrame({"row": np.arange(len(counts)), "at": _micros(counts["previous_counted_at"]),
+                            "qty": counts["opening_qty"].to_numpy(dtype="float64")})
+    moments = pd.concat([opening, flows.groupby(["row", "at"], as_index=False, sort=False)["qty"].sum()],
+                        ignore_index=True)
+    moments = moments.iloc[np.lexsort((moments["at"].to_numpy(), moments["row"].to_numpy()))]
+    moment_rows = moments["row"].to_numpy()
+    stock = moments.groupby("row", sort=False)["qty"].cumsum().to_numpy()
+    stock = round_half_away(stock, decimals[moment_rows])
+    moments = pd.DataFrame({"row": moment_rows, "at": moments["at"].to_numpy(), "stock": stock})
+    below = moments[moments["stock"] < 0]
+    if below.empty:
+        return _empty_exceptions()
+    first = below.groupby("row", sort=True).head(1).set_index("row")  # moments are in time order
+    lowest = below.iloc[np.lexsort((below["at"].to_numpy(), below["stock"].to_numpy(), below["row"].to_numpy()))]
+    lowest = lowest.groupby("row", sort=True).head(1).set_index("row")
+    hit = first.index.to_numpy()
+    # the flows up to and including the first negative moment
+    until = np.full(len(counts), np.iinfo("int64").min)
+    until[hit] = first["at"].to_numpy()
+    taken = flows[flows["at"].to_numpy() <= until[flows["row"].to_numpy()]]
+    kind = taken["kind"].to_numpy()
+    sums = {name: np.bincount(taken["row"].to_numpy(), weights=np.where(mask, taken["qty"].to_numpy(), 0.0),
+                              minlength=len(counts))
+            for name, mask in (("movements", kind == EVENT_MOVEMENT),
+                               ("receipts", (kind == EVENT_RECEIPT) | (kind == EVENT_BY_PRODUCT)),
+                               ("usage", kind == EVENT_USAGE))}
+    # the largest single outflow among them (ties: the earliest, then the smallest source id)
+    outflows = taken[taken["qty"] < 0]
+    largest = outflows.sort_values(["row", "qty", "at", "source"], kind="stable")
+    largest = largest.groupby("row", sort=True).head(1).set_index("row").reindex(hit)
+    out = counts.iloc[hit].reset_index(drop=True)
+    d = decimals[hit]
+    zones = plant_timezones(inputs.plants, set(out["plant_id"]), config.plant_timezones)
+    negative_at = _stamps(first["at"].to_numpy())
+    out = out.assign(
+        uom=out["item_id"].map(master["uom"]),
+        backflushed=backflushed[hit],
+        opening_qty=round_half_away(out["opening_qty"], d),
+        negative_at=negative_at,
+        negative_date=business_dates(pd.Series(negative_at), out["plant_id"], zones).to_numpy(),
+        book_qty_at_negative=first["stock"].to_numpy(),
+        min_book_qty=lowest["stock"].to_numpy(),
+        min_at=_stamps(lowest["at"].to_numpy()),
+        movements_qty=round_half_away(sums["movements"][hit], d),
+        receipts_qty=round_half_away(sums["receipts"][hit], d),
+        usage_qty=round_half_away(-sums["usage"][hit], d),
+        largest_flow_kind=pd.Series(EVENT_KINDS[largest["kind"].fillna(0).to_numpy(dtype="int64")]).where(
+            largest["kind"].notna().to_numpy()).to_numpy(),
+        largest_flow_id=np.concatenate([np.asarray(source_names, dtype=object), np.array([None], dtype=object)])[
+            largest["source"].fillna(len(source_names)).to_numpy(dtype="int64")],
+        largest_flow_qty=round_half_away(largest["qty"].to_numpy(dtype="float64"), d),
+    )
+    return out[["plant_id", "count_date", *[f.name for f in schemas.STOCK_EXCEPTIONS]]].reset_index(drop=True)
+
+
+def _stamps(micros: np.ndarray) -> pd.DatetimeIndex:
+    return pd.to_datetime(np.asarray(micros, dtype="int64"), unit="us", utc=True)
+
+
+def _empty_exceptions() -> pd.DataFrame:
+    columns = {f.name: pd.Series([], dtype="object") for f in schemas.STOCK_EXCEPTIONS}
+    return pd.DataFrame({"plant_id": pd.Series([], dtype="str"), "count_date": pd.Series([], dtype="datetime64[ns]"),
+                         **columns})
+
+
 _CHUNK_ROWS = 100_000  # completions expanded into component flows at a time: bounds the transient memory
 
 
@@ -257,6 +371,9 @@ class CountWindows:
     the first count of its stock key at or after its time, if the event is after that count's
     previous count; windows of one stock key never overlap, so each event lands in at most one and
     the sums are one `bincount`. Only stock keys that are counted produce events at all.
+
+    With `collect_events`, the events of chosen windows are also kept one by one (`events`), for
+    the running book stock of `stock_exceptions`: window, time, signed stock effect, kind, source id.
     """
 
     def __init__(self, counts: pd.DataFrame, items: pd.DataFrame) -> None:
@@ -270,6 +387,47 @@ class CountWindows:
         self._requirements: tuple[np.ndarray, ...] = (np.zeros(0, dtype="int64"),) * 6
         has_window = counts["previous_counted_at"].notna().to_numpy()
         self.finder = _WindowFinder(counts, has_window, items) if has_window.any() else None
+        self.collecting: np.ndarray | None = None  # per count: are its window's events kept
+        self._events: list[pd.DataFrame] = []
+
+    def collect_events(self, chosen: np.ndarray) -> None:
+        """Keep the events of the windows of these counts (a mask over `counts`) from now on."""
+        self.collecting = np.asarray(chosen, dtype=bool)
+        self._events = []
+
+    def _record(self, window: np.ndarray, at: np.ndarray, qty: np.ndarray, kind: np.ndarray | int,
+                source: pd.Series) -> None:
+        """Events of chosen windows kept: window (-1: none), time (us), signed stock effect, kind, source id."""
+        if self.collecting is None:
+            return
+        hit = np.flatnonzero(window >= 0)
+        hit = hit[self.collecting[window[hit]]]
+        if not len(hit):
+            return
+        kinds = np.broadcast_to(np.asarray(kind, dtype="int8"), window.shape)
+        self._events.append(pd.DataFrame({
+            "window": window[hit], "at": at[hit], "qty": qty[hit], "kind": kinds[hit],
+            "source": source.array.take(hit),  # as stored (Arrow strings), not a Python object per event
+        }))
+
+    def events(self) -> pd.DataFrame:
+        """The kept events so far (`_record`'s columns), in the order they were added."""
+        if not self._events:
+            return _empty_events()
+        if len(self._events) > 1:
+            self._events = [pd.concat(self._events, ignore_index=True)]
+        return self._events[0]
+
+    def take_events(self) -> pd.DataFrame:
+        """The kept events, let go of here (a bucket's, sent with its partial)."""
+        out = self.events()
+        self._events = []
+        return out
+
+    def add_events(self, events: pd.DataFrame) -> None:
+        """Events kept by another `CountWindows` of the same counts (another process's)."""
+        if not events.empty:
+            self._events.append(events)
 
     @classmethod
     def like(cls, other: CountWindows) -> CountWindows:
@@ -279,6 +437,7 @@ class CountWindows:
         copy.receipts, copy.usage = np.zeros(len(other.receipts)), np.zeros(len(other.usage))
         copy.moved = np.zeros(len(other.moved))
         copy._requirements_of, copy._requirements = None, other._requirements
+        copy.collecting, copy._events = other.collecting, []
         return copy
 
     def add_completions(self, completions: pd.DataFrame, requirements: pd.DataFrame) -> None:
@@ -294,7 +453,11 @@ class CountWindows:
         completions, at = completions[keep], at[keep]
         times = _micros(completions["completed_at"])
         received = finder.windows_of(finder.stock_codes(at, finder.item_codes(completions["item_id"])), times)
-        self.receipts += finder.sums(received, completions["qty_good"].to_numpy(dtype="float64"))
+        good = completions["qty_good"].to_numpy(dtype="float64")
+        self.receipts += finder.sums(received, good)
+        ids = completions["completion_id"] if self.collecting is not None else None
+        if ids is not None:
+            self._record(received, times, good, EVENT_RECEIPT, ids)
 
         first_line, lines, req_component, req_qpu, req_qpo, req_used = self._counted_requirements(requirements)
         keys = completions["key"].to_numpy(dtype="int64")
@@ -316,6 +479,9 @@ class CountWindows:
             used = req_used[line]
             self.usage += finder.sums(window, np.where(used, flow, 0.0))
             self.receipts += finder.sums(window, np.where(used, 0.0, -flow))
+            if ids is not None:
+                self._record(window, times[part][row], -flow, np.where(used, EVENT_USAGE, EVENT_BY_PRODUCT),
+                             ids.iloc[start:start + _CHUNK_ROWS].iloc[row])
 
     def _counted_requirements(self, requirements: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """Per key code, its first line and number of lines; per line, its component code and
@@ -351,7 +517,10 @@ class CountWindows:
         if self.finder is not None and not movements.empty:
             window = self.finder.locate(movements["plant_id"], movements["location_id"], movements["item_id"],
                                         movements["moved_at"])
-            self.moved += self.finder.sums(window, movements["qty"].to_numpy(dtype="float64"))
+            qty = movements["qty"].to_numpy(dtype="float64")
+            self.moved += self.finder.sums(window, qty)
+            if self.collecting is not None:
+                self._record(window, _micros(movements["moved_at"]), qty, EVENT_MOVEMENT, movements["movement_id"])
 
     def sums(self) -> pd.DataFrame:
         """count_id, movements_qty, receipts_qty, usage_qty (0 where a count has no window)."""
@@ -375,10 +544,18 @@ def window_flows(
     return windows.sums().drop(columns="count_id")
 
 
-def count_windows(stock_counts: pd.DataFrame, items: pd.DataFrame) -> CountWindows:
-    """Empty windows of every count of `stock_counts` (accepted counts, in any order)."""
+def count_windows(stock_counts: pd.DataFrame, items: pd.DataFrame,
+                  events_from: pd.Timestamp | None = None) -> CountWindows:
+    """Empty windows of every count of `stock_counts` (accepted counts, in any order), keeping the
+    events of the windows of counts dated on or after `events_from` (every count: None), which are
+    the only ones a run can recompute (`stock_exceptions`)."""
     needed = ["count_id", *STOCK_KEY, "counted_at", "counted_qty", "business_date"]
-    return CountWindows(with_previous_count(stock_counts[needed]), items)
+    counts = with_previous_count(stock_counts[needed])
+    windows = CountWindows(counts, items)
+    dated = counts["business_date"]
+    windows.collect_events(np.ones(len(counts), dtype=bool) if events_from is None
+                           else (dated >= events_from).to_numpy(dtype=bool))
+    return windows
 
 
 _DENSE_MAX = 20_000_000  # (place x item) grid cells for a direct stock-key lookup table (160 MB)
