@@ -257,6 +257,12 @@ def render_summary(results: Sequence[job.RunResult]) -> str:
         for code, n in r.quarantine_by_code.items():
             quarantined[code] = quarantined.get(code, 0) + n
     lines.append("quarantined:      " + (", ".join(f"{c} {n:,}" for c, n in sorted(quarantined.items())) or "none"))
+    released = [key for r in results for key in r.released]
+    if released:
+        lines.append("released:         " + ", ".join(released) + " (the error queue: they explode now)")
+    changed = [d for r in results for d in r.master_changed_dates]
+    if changed:
+        lines.append("master data changed posted date(s): " + ", ".join(changed))
     kinds: dict[str, dict[str, float]] = {}
     for r in results:
         for kind, agg in r.adjustments_by_kind.items():

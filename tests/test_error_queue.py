@@ -1,0 +1,176 @@
+"""The error queue that reprocesses itself (issue 16.1): quarantined completions that a master data
+change resolves are reprocessed at any date and marked released; a backdated BOM change lists the
+posted dates it alters and, with `reprocess_master_data`, reposts them. Numbers worked by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import error_queue, job
+from pipeline.config import ConfigError, load_config
+from tests.landing import config_for, make_landing, read, write_table
+
+P, L = "P1", "L1"
+ITEMS = [
+    {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true", "uom_decimals": 0},
+    {"item_id": "NEW", "uom": "EA", "standard_cost": 7, "phantom": "false", "backflush": "true", "uom_decimals": 0},
+    {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true", "uom_decimals": 3},
+    {"item_id": "RM2", "uom": "KG", "standard_cost": 2, "phantom": "false", "backflush": "true", "uom_decimals": 3},
+]
+BOM_COLUMNS = ["parent_item_id", "component_item_id", "qty_per", "valid_from"]
+BOM = [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5, "valid_from": ""}]
+OLD, POSTED, NIGHT = "2026-02-01", "2026-03-01", "2026-03-02"  # OLD is 29 days before NIGHT: outside the look-back
+
+
+def completion(cid: str, item: str, qty: float, day: str) -> dict[str, object]:
+    return {"completion_id": cid, "plant_id": P, "location_id": L, "item_id": item, "qty_good": qty,
+            "completed_at": f"{day}T10:00:00Z"}
+
+
+COMPLETIONS = [
+    completion("F0", "FG", 100, "2026-01-10"),
+    completion("F1", "FG", 100, OLD),
+    completion("F2", "FG", 100, POSTED),
+    completion("N1", "NEW", 10, OLD),  # NEW has no BOM: NO_BOM
+    completion("X1", "X9", 4, OLD),  # X9 is not in items: UNKNOWN_ITEM
+]
+
+
+def dates(*days: str) -> list[dt.date]:
+    return [dt.date.fromisoformat(d) for d in days]
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    landing = make_landing(tmp_path, items=ITEMS, completions=COMPLETIONS)
+    write_table(landing, "bom", BOM, columns=BOM_COLUMNS)
+    first = job.run_dates(config_for(tmp_path, landing), dates("2026-01-10", OLD, POSTED))
+    assert first.quarantine_by_code == {"NO_BOM": 1, "UNKNOWN_ITEM": 1}
+    return landing
+
+
+def nightly(root: Path, landing: Path, **overrides: object) -> job.RunResult:
+    return job.run_dates(config_for(root, landing, **overrides), dates(NIGHT))
+
+
+def postings_of(root: Path, run_id: str) -> dict[tuple[str, str, str], float]:
+    rows = read(root, "postings")
+    rows = rows[rows["run_id"] == run_id]
+    return {(f"{d:%Y-%m-%d}", i, k): float(q) for d, i, k, q in
+            zip(rows["business_date"], rows["item_id"], rows["kind"], rows["qty_delta"], strict=True)}
+
+
+def completion_quarantine(root: Path) -> pd.DataFrame:
+    rows = read(root, "quarantine")
+    return rows[rows["table"] == "completions"].set_index("source_key")
+
+
+def test_a_bom_line_added_releases_an_old_no_bom_completion(tmp_path: Path, landing: Path) -> None:
+    write_table(landing, "bom", BOM + [{"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 2,
+                                        "valid_from": ""}], columns=BOM_COLUMNS)
+    second = nightly(tmp_path, landing)
+
+    # OLD is reprocessed although no completion of it changed and it is outside the 7-day look-back
+    assert second.business_dates == dates(OLD, NIGHT)
+    assert second.released == ["completions:N1"]
+    # N1: 10 NEW made: receipt +10 EA; 10 x 2 = 20 kg RM2 issued. F1 on OLD is posted already: no delta
+    assert postings_of(tmp_path, second.run_id) == {
+        (OLD, "NEW", "production_receipt"): 10.0, (OLD, "RM2", "backflush_issue"): -20.0}
+    quarantined = completion_quarantine(tmp_path)
+    assert quarantined.loc["N1", "released_by_run"] == second.run_id  # kept, marked: the history stays
+    assert quarantined.loc["N1", "error_code"] == "NO_BOM"
+    assert pd.isna(quarantined.loc["X1", "released_by_run"])  # X9 is still unknown
+    runs = read(tmp_path, "runs").set_index("run_id")
+    assert list(runs.loc[second.run_id, "released"]) == ["completions:N1"]
+
+    third = nightly(tmp_path, landing)  # a re-run changes nothing
+    assert third.business_dates == dates(NIGHT)
+    assert third.released == [] and third.master_changed_dates == []
+    assert postings_of(tmp_path, third.run_id) == {}
+    again = completion_quarantine(tmp_path)
+    assert again.loc["N1", "released_by_run"] == second.run_id
+    assert len(again) == 2  # N1 (released) and X1 (open): one row each
+
+
+def test_an_unknown_item_is_resolved_by_adding_the_item(tmp_path: Path, landing: Path) -> None:
+    write_table(landing, "items", ITEMS + [{"item_id": "X9", "uom": "EA", "standard_cost": 1, "phantom": "false",
+                                            "backflush": "true", "uom_decimals": 0}])
+    write_table(landing, "bom", BOM + [{"parent_item_id": "X9", "component_item_id": "RM", "qty_per": 3,
+                                        "valid_from": ""}], columns=BOM_COLUMNS)
+    second = nightly(tmp_path, landing)
+    assert second.released == ["completions:X1"]
+    # X1: 4 X9 made: receipt +4 EA; 4 x 3 = 12 kg RM issued
+    assert postings_of(tmp_path, second.run_id) == {
+        (OLD, "X9", "production_receipt"): 4.0, (OLD, "RM", "backflush_issue"): -12.0}
+    quarantined = completion_quarantine(tmp_path)
+    assert quarantined.loc["X1", "released_by_run"] == second.run_id
+    assert pd.isna(quarantined.loc["N1", "released_by_run"])  # NEW still has no BOM
+
+
+BACKDATED = BOM + [{"parent_item_id": "FG", "component_item_id": "RM2", "qty_per": 1, "valid_from": "2026-01-20"}]
+
+
+def test_a_backdated_bom_change_lists_the_posted_dates_it_alters(tmp_path: Path, landing: Path) -> None:
+    write_table(landing, "bom", BACKDATED, columns=BOM_COLUMNS)
+    second = nightly(tmp_path, landing)
+    # the new line is effective from 20 January: FG made on OLD and POSTED explodes differently,
+    # FG made on 10 January does not; nothing is reposted by default
+    assert second.master_changed_dates == [f"{P}|{OLD}", f"{P}|{POSTED}"]
+    assert second.business_dates == dates(NIGHT)
+    assert postings_of(tmp_path, second.run_id) == {}
+    runs = read(tmp_path, "runs").set_index("run_id")
+    assert list(runs.loc[second.run_id, "master_changed_dates"]) == [f"{P}|{OLD}", f"{P}|{POSTED}"]
+    assert nightly(tmp_path, landing).master_changed_dates == []  # listed once: the run recorded the change
+
+
+def test_with_reprocess_master_data_the_altered_dates_are_reposted(tmp_path: Path, landing: Path) -> None:
+    write_table(landing, "bom", BACKDATED, columns=BOM_COLUMNS)
+    second = nightly(tmp_path, landing, reprocess_master_data=True)
+    assert second.business_dates == dates(OLD, POSTED, NIGHT)
+    # 100 FG on each date now also take 100 x 1 = 100 kg RM2; RM (500 kg) and the receipt are unchanged
+    assert postings_of(tmp_path, second.run_id) == {
+        (OLD, "RM2", "backflush_issue"): -100.0, (POSTED, "RM2", "backflush_issue"): -100.0}
+    third = nightly(tmp_path, landing, reprocess_master_data=True)
+    assert third.master_changed_dates == [] and postings_of(tmp_path, third.run_id) == {}
+
+
+def test_the_change_points_round_trip() -> None:
+    current = pd.DataFrame({"plant_id": ["P|1", "P|1", "P|1", "P2"], "item_id": ["A", "A", "A", "A"],
+                            "business_date": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-05", "2026-01-01"]),
+                            "hash": ["h1", "h1", "h2", "h1"]})
+    points = error_queue.change_points(current)
+    assert points == ["P|1|A|2026-01-01|h1", "P|1|A|2026-01-05|h2", "P2|A|2026-01-01|h1"]
+    # A's hash on 2 January changes to h3: only that posted date differs from the points
+    now = current.assign(hash=["h1", "h3", "h2", "h1"])
+    posted = now[["plant_id", "business_date"]].drop_duplicates()
+    decoded = error_queue._decode(pd.Series(points))
+    changed = error_queue.changed_posted_dates(now, decoded, posted)
+    assert list(zip(changed["plant_id"], changed["business_date"].dt.strftime("%Y-%m-%d"), strict=True)) == [
+        ("P|1", "2026-01-02")]
+
+
+def test_reprocess_master_data_is_a_strict_boolean(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).reprocess_master_data is False
+    path = tmp_path / "backflush.toml"
+    path.write_text("reprocess_master_data = true\n")
+    assert load_config(path, environ={}).reprocess_master_data is True
+    path.write_text('reprocess_master_data = "yes"\n')
+    with pytest.raises(ConfigError, match="reprocess_master_data"):
+        load_config(path, environ={})
+
+
+def test_the_cli_says_what_was_released(tmp_path: Path, landing: Path) -> None:
+    write_table(landing, "bom", BOM + [{"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 2,
+                                        "valid_from": ""}], columns=BOM_COLUMNS)
+    command = [sys.executable, "-m", "pipeline.cli", "run", "--landing", str(landing),
+               "--warehouse", str(tmp_path / "warehouse"), "--date", NIGHT]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "released:         completions:N1" in done.stdout
