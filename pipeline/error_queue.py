@@ -45,7 +45,7 @@ class Plan:
 
     released_dates: pd.DataFrame  # (plant, date) of quarantined completions that explode now
     changed_dates: pd.DataFrame  # posted (plant, date) whose explosion changed
-    fingerprints: list[str]  # the master fingerprint to record ("plant|item|date|hash")
+    fingerprints: list[str] | None  # the master fingerprint to record ("plant|item|date|hash"); None: as recorded
 
     def dates(self, reprocess_master_data: bool) -> pd.DataFrame:
         """The (plant, date) pairs to add to the run's scope."""
@@ -117,7 +117,8 @@ def _as_list(value: object) -> list[object]:
 
 def recorded(history: pd.DataFrame, plants: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the master fingerprint points each plant's last successful run recorded, the (plant, date)
-    pairs some successful run processed: the posted dates)."""
+    pairs some successful run processed: the posted dates). A run whose points were those already
+    recorded records none (null), so `runs` grows with master data changes, not with runs."""
     if history.empty or "master_fingerprints" not in history.columns:
         return _decode(pd.Series([], dtype="str")), _pairs()
     ok = history[history["status"] == "ok"].sort_values("started_at", kind="stable")
@@ -128,14 +129,23 @@ def recorded(history: pd.DataFrame, plants: Sequence[str]) -> tuple[pd.DataFrame
             for p in _as_list(run_plants):
                 latest[str(p)] = position
     frames = []
-    for plant in plants:
-        if plant in latest:
-            decoded = _decode(pd.Series(_as_list(ok["master_fingerprints"].iloc[latest[plant]]), dtype="str"))
-            frames.append(decoded[decoded["plant_id"] == plant])
+    wanted = {p: latest[p] for p in plants if p in latest}
+    for position in sorted(set(wanted.values())):  # each run's points decoded once
+        decoded = _decode(pd.Series(_as_list(ok["master_fingerprints"].iloc[position]), dtype="str"))
+        frames.append(decoded[decoded["plant_id"].isin([p for p, at in wanted.items() if at == position])])
     points = pd.concat(frames, ignore_index=True) if frames else _decode(pd.Series([], dtype="str"))
     runs = ok[["plants", "business_dates"]].explode("plants").explode("business_dates").dropna()
     posted = _pairs(runs["plants"].astype("str"), pd.to_datetime(runs["business_dates"]))
     return points, posted[posted["plant_id"].isin(list(plants))].drop_duplicates()
+
+
+def unchanged(points: list[str], reference: pd.DataFrame) -> bool:
+    """Whether the change points are those recorded (a run then records none: null in `runs`)."""
+    if len(points) != len(reference):
+        return False
+    recorded_points = (reference["plant_id"] + SEP + reference["item_id"] + SEP
+                       + reference["business_date"].dt.strftime("%Y-%m-%d") + SEP + reference["recorded"])
+    return set(points) == set(recorded_points.tolist())
 
 
 def changed_posted_dates(current: pd.DataFrame, points: pd.DataFrame, posted: pd.DataFrame) -> pd.DataFrame:

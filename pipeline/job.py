@@ -273,6 +273,7 @@ def _error_queue(config: Config, run_inputs: RunInputs, warehouse: Warehouse, hi
     totals = run_inputs.completions
     current = error_queue.current_hashes(totals.demand, totals.requirements, totals.errors, plants)
     points, posted = error_queue.recorded(history, plants)
+    points_now = error_queue.change_points(current)
     changed = error_queue.changed_posted_dates(current, points, posted)
     held = warehouse.read("quarantine", filters=(ds.field("table") == "completions")
                           & ds.field("error_code").isin(list(error_queue.RESOLVABLE)) & ds.field("plant_id").isin(plants),
@@ -282,7 +283,7 @@ def _error_queue(config: Config, run_inputs: RunInputs, warehouse: Warehouse, hi
     earliest = min(requested) - dt.timedelta(days=config.lookback_days) if config.sql is not None and requested else None
     return error_queue.Plan(released_dates=error_queue.in_read_window(released, earliest),
                             changed_dates=error_queue.in_read_window(changed, earliest) if earliest else changed,
-                            fingerprints=error_queue.change_points(current))
+                            fingerprints=None if error_queue.unchanged(points_now, points) else points_now)
 
 
 def _scope(plants: list[str], requested: list[dt.date], late: pd.DataFrame) -> pd.DataFrame:
@@ -685,7 +686,7 @@ def _top_components(demand: pd.DataFrame, requirements: pd.DataFrame, items: pd.
 
 
 def _runs_row(result: RunResult, fingerprints: pd.DataFrame, watermark: pd.Timestamp | None,
-              first_run: set[str], master_fingerprints: list[str]) -> pd.DataFrame:
+              first_run: set[str], master_fingerprints: list[str] | None) -> pd.DataFrame:
     """The run's row; fingerprints of the dates it processed (of every date on a plant's first run)."""
     watermark = pd.NaT if watermark is None else watermark
     processed = pd.to_datetime(pd.Series(result.business_dates, dtype="object")).astype("datetime64[ns]")

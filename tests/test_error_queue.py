@@ -97,6 +97,12 @@ def test_a_bom_line_added_releases_an_old_no_bom_completion(tmp_path: Path, land
     again = completion_quarantine(tmp_path)
     assert again.loc["N1", "released_by_run"] == second.run_id
     assert len(again) == 2  # N1 (released) and X1 (open): one row each
+    runs = read(tmp_path, "runs").set_index("run_id")
+    # the BOM changed before the second run: it records the explosion; the third saw the same: null
+    # (one change point per item: FG explodes alike on its three dates; NEW now explodes, on OLD)
+    points = sorted(runs.loc[second.run_id, "master_fingerprints"])
+    assert [p.rsplit("|", 1)[0] for p in points] == ["P1|FG|2026-01-10", "P1|NEW|2026-02-01"]
+    assert runs.loc[third.run_id, "master_fingerprints"] is None
 
 
 def test_an_unknown_item_is_resolved_by_adding_the_item(tmp_path: Path, landing: Path) -> None:
