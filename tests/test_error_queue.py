@@ -180,3 +180,16 @@ def test_the_cli_says_what_was_released(tmp_path: Path, landing: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "released:         completions:N1" in done.stdout
+
+
+def test_the_report_counts_released_rows_apart(tmp_path: Path, landing: Path) -> None:
+    from pipeline import report
+
+    write_table(landing, "bom", BOM + [{"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 2,
+                                        "valid_from": ""}], columns=BOM_COLUMNS)
+    nightly(tmp_path, landing)
+    data = report.read_period(str(tmp_path / "warehouse"), dt.date(2026, 2, 1), dt.date(2026, 2, 1))
+    figures = report.report_figures(data)
+    # on 1 February: N1 released (NEW has a BOM now), X1 still open (X9 is not in items)
+    assert figures.released == 1
+    assert figures.quarantined["UNKNOWN_ITEM"] == 1 and figures.quarantined["NO_BOM"] == 0
