@@ -193,3 +193,19 @@ def test_the_report_counts_released_rows_apart(tmp_path: Path, landing: Path) ->
     # on 1 February: N1 released (NEW has a BOM now), X1 still open (X9 is not in items)
     assert figures.released == 1
     assert figures.quarantined["UNKNOWN_ITEM"] == 1 and figures.quarantined["NO_BOM"] == 0
+
+
+def test_a_missing_conversion_is_resolved_by_adding_it(tmp_path: Path) -> None:
+    landing = make_landing(tmp_path, items=ITEMS, completions=COMPLETIONS)
+    grams = [dict(line, uom="") for line in BOM] + [
+        {"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 500, "valid_from": "", "uom": "G"}]
+    write_table(landing, "bom", grams, columns=BOM_COLUMNS + ["uom"])
+    first = job.run_dates(config_for(tmp_path, landing), dates("2026-01-10", OLD, POSTED))
+    assert first.quarantine_by_code == {"NO_UOM_CONVERSION": 1, "UNKNOWN_ITEM": 1}  # N1 (G -> KG), X1
+    write_table(landing, "uom_conversions", [{"item_id": "", "from_uom": "G", "to_uom": "KG", "factor": 0.001}])
+    second = nightly(tmp_path, landing)
+    assert second.released == ["completions:N1"]
+    # 10 NEW x 500 g x 0.001 kg/g = 5 kg RM2
+    assert postings_of(tmp_path, second.run_id) == {
+        (OLD, "NEW", "production_receipt"): 10.0, (OLD, "RM2", "backflush_issue"): -5.0}
+    assert completion_quarantine(tmp_path).loc["N1", "error_code"] == "NO_UOM_CONVERSION"
