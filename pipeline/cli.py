@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--date", type=_date, required=True, help="business date YYYY-MM-DD")
     run.add_argument("--lookback-days", type=int, help="how far back late data is looked for (default 7)")
+    run.add_argument("--reprocess-master-data", action="store_true", default=None,
+                     help="repost the posted dates a master data change altered (default: only list them)")
 
     backfill = command("backfill", "process every business date of an inclusive range, in order")
     common(backfill)
@@ -203,7 +205,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipeline.progress import Progress
 
     config = load_config(args.config, origin="command line", landing=args.landing, warehouse=args.warehouse,
-                         lookback_days=getattr(args, "lookback_days", None))
+                         lookback_days=getattr(args, "lookback_days", None),
+                         reprocess_master_data=getattr(args, "reprocess_master_data", None))
     progress = Progress(quiet=args.quiet)
     if args.command == "run":
         results = [job.run_dates(config, [args.date], plants=args.plants, dry_run=args.dry_run, progress=progress)]

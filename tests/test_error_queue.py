@@ -209,3 +209,16 @@ def test_a_missing_conversion_is_resolved_by_adding_it(tmp_path: Path) -> None:
     assert postings_of(tmp_path, second.run_id) == {
         (OLD, "NEW", "production_receipt"): 10.0, (OLD, "RM2", "backflush_issue"): -5.0}
     assert completion_quarantine(tmp_path).loc["N1", "error_code"] == "NO_UOM_CONVERSION"
+
+
+def test_the_cli_reposts_with_the_flag(tmp_path: Path, landing: Path) -> None:
+    write_table(landing, "bom", BACKDATED, columns=BOM_COLUMNS)
+    command = [sys.executable, "-m", "pipeline.cli", "run", "--landing", str(landing),
+               "--warehouse", str(tmp_path / "warehouse"), "--date", NIGHT, "--reprocess-master-data"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"master data changed posted date(s): {P}|{OLD}, {P}|{POSTED}" in done.stdout
+    runs = read(tmp_path, "runs").sort_values("started_at")
+    # as by hand in the test above: 100 kg RM2 more on each altered date
+    assert postings_of(tmp_path, runs["run_id"].iloc[-1]) == {
+        (OLD, "RM2", "backflush_issue"): -100.0, (POSTED, "RM2", "backflush_issue"): -100.0}
