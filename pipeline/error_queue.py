@@ -46,11 +46,13 @@ class Plan:
     released_dates: pd.DataFrame  # (plant, date) of quarantined completions that explode now
     changed_dates: pd.DataFrame  # posted (plant, date) whose explosion changed
     fingerprints: list[str] | None  # the master fingerprint to record ("plant|item|date|hash"); None: as recorded
+    earliest: dt.date | None = None  # a source read by window (SQL): no date before it is reprocessed
 
     def dates(self, reprocess_master_data: bool) -> pd.DataFrame:
         """The (plant, date) pairs to add to the run's scope."""
         parts = [self.released_dates] + ([self.changed_dates] if reprocess_master_data else [])
-        return pd.concat(parts, ignore_index=True).drop_duplicates().reset_index(drop=True)
+        both = pd.concat(parts, ignore_index=True).drop_duplicates().reset_index(drop=True)
+        return in_read_window(both, self.earliest)
 
 
 # ------------------------------------------------------------------ master fingerprints

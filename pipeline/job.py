@@ -279,10 +279,10 @@ def _error_queue(config: Config, run_inputs: RunInputs, warehouse: Warehouse, hi
                           & ds.field("error_code").isin(list(error_queue.RESOLVABLE)) & ds.field("plant_id").isin(plants),
                           columns=["plant_id", "table", "business_date", "error_code", "row", "released_by_run"])
     released = error_queue.releasable_dates(error_queue.open_rows(held), run_inputs.inputs)
-    # a source read by window (SQL) holds the completions of the look-back only
+    # a source read by window (SQL) holds the completions of the look-back only: older dates are
+    # listed, not reprocessed (recomputed without their completions, they would be reversed)
     earliest = min(requested) - dt.timedelta(days=config.lookback_days) if config.sql is not None and requested else None
-    return error_queue.Plan(released_dates=error_queue.in_read_window(released, earliest),
-                            changed_dates=error_queue.in_read_window(changed, earliest) if earliest else changed,
+    return error_queue.Plan(released_dates=released, changed_dates=changed, earliest=earliest,
                             fingerprints=None if error_queue.unchanged(points_now, points) else points_now)
 
 

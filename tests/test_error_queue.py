@@ -222,3 +222,65 @@ def test_the_cli_reposts_with_the_flag(tmp_path: Path, landing: Path) -> None:
     # as by hand in the test above: 100 kg RM2 more on each altered date
     assert postings_of(tmp_path, runs["run_id"].iloc[-1]) == {
         (OLD, "RM2", "backflush_issue"): -100.0, (POSTED, "RM2", "backflush_issue"): -100.0}
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def test_a_sql_source_reprocesses_only_dates_it_reads(tmp_path: Path) -> None:
+    """A SQL run reads the completions of its look-back only: a quarantined completion there is
+    released; an older one is left open (recomputing its date without its completions would
+    reverse the date's postings)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from pipeline.config import SqlSource
+
+    engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.OperationalError:
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    schema = f"bf_eq_test_{uuid.uuid4().hex[:10]}"
+    rows = COMPLETIONS + [completion("N2", "NEW", 6, POSTED)]  # POSTED is within NIGHT's look-back
+
+    def bom_frame(lines: list[dict[str, object]]) -> pd.DataFrame:
+        frame = pd.DataFrame(lines)
+        frame["valid_from"] = pd.to_datetime(frame["valid_from"].replace("", None)).dt.date
+        return frame
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        items = pd.DataFrame(ITEMS).assign(phantom=False, backflush=True)
+        items.to_sql("items", engine, schema=schema, index=False)
+        frame = pd.DataFrame(rows).assign(qty_scrap=0.0)
+        frame["completed_at"] = pd.to_datetime(frame["completed_at"], utc=True)
+        frame.to_sql("completions", engine, schema=schema, index=False)
+        bom_frame(BOM).to_sql("bom", engine, schema=schema, index=False)
+        pd.DataFrame({"count_id": pd.Series([], dtype="str"), "plant_id": pd.Series([], dtype="str"),
+                      "location_id": pd.Series([], dtype="str"), "item_id": pd.Series([], dtype="str"),
+                      "counted_qty": pd.Series([], dtype="float64"),
+                      "counted_at": pd.Series([], dtype="datetime64[ns, UTC]")}).to_sql(
+            "stock_counts", engine, schema=schema, index=False)
+        config = load_config(None, environ={}, warehouse=str(tmp_path / "warehouse"),
+                             sql=SqlSource(url=PG_URL, schema=schema))
+        first = job.run_dates(config, dates("2026-01-10", OLD, POSTED))
+        assert first.quarantine_by_code == {"NO_BOM": 2, "UNKNOWN_ITEM": 1}  # N1, N2; X1
+        bom_frame(BOM + [{"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 2, "valid_from": ""}]) \
+            .to_sql("bom", engine, schema=schema, index=False, if_exists="replace")
+        second = job.run_dates(config, dates(NIGHT))
+        assert second.business_dates == dates(POSTED, NIGHT)
+        assert second.released == ["completions:N2"]
+        # N2: 6 NEW made: +6 EA; 6 x 2 = 12 kg RM2
+        assert postings_of(tmp_path, second.run_id) == {
+            (POSTED, "NEW", "production_receipt"): 6.0, (POSTED, "RM2", "backflush_issue"): -12.0}
+        quarantined = completion_quarantine(tmp_path)
+        assert quarantined.loc["N2", "released_by_run"] == second.run_id
+        assert pd.isna(quarantined.loc["N1", "released_by_run"])  # outside the read window: still open
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        engine.dispose()
