@@ -169,10 +169,20 @@ def changed_posted_dates(current: pd.DataFrame, points: pd.DataFrame, posted: pd
 # ------------------------------------------------------------------ quarantined completions
 
 
-def open_rows(quarantine: pd.DataFrame) -> pd.DataFrame:
-    """Quarantined completions with a resolvable code that are not released yet."""
+def explosion_rejects(quarantine: pd.DataFrame) -> pd.DataFrame:
+    """The quarantined completions whose BOM could not be exploded with a code a master data change
+    can resolve: not the rows rejected as they were read (an `INVALID` timestamp, say, which the
+    same code names), told apart by the message the explosion writes ("completion ID of ITEM on ...")."""
     rows = quarantine[(quarantine["table"] == "completions") & quarantine["error_code"].isin(RESOLVABLE)
                       & quarantine["plant_id"].notna() & quarantine["business_date"].notna()]
+    prefix = ("completion " + rows["source_key"].astype("str") + " of ").to_numpy(dtype=str)
+    exploded = np.char.startswith(rows["message"].astype("str").to_numpy(dtype=str), prefix)
+    return rows[exploded]
+
+
+def open_rows(quarantine: pd.DataFrame) -> pd.DataFrame:
+    """Quarantined explosion rejects (`explosion_rejects`) that are not released yet."""
+    rows = explosion_rejects(quarantine)
     return rows[rows["released_by_run"].isna()].reset_index(drop=True)
 
 
@@ -213,8 +223,7 @@ def carried_rows(previous: pd.DataFrame, quarantine: pd.DataFrame, scope: pd.Dat
     run no longer rejects, marked released by this run."""
     if previous.empty:
         return previous
-    rows = previous[(previous["table"] == "completions") & previous["error_code"].isin(RESOLVABLE)
-                    & previous["plant_id"].notna()].merge(scope, on=["plant_id", "business_date"], how="inner")
+    rows = explosion_rejects(previous).merge(scope, on=["plant_id", "business_date"], how="inner")
     kept = rows[rows["released_by_run"].notna()]
     still = quarantine.loc[quarantine["table"] == "completions", ["plant_id", "business_date", "source_key",
                                                                   "error_code"]].drop_duplicates()

@@ -277,7 +277,8 @@ def _error_queue(config: Config, run_inputs: RunInputs, warehouse: Warehouse, hi
     changed = error_queue.changed_posted_dates(current, points, posted)
     held = warehouse.read("quarantine", filters=(ds.field("table") == "completions")
                           & ds.field("error_code").isin(list(error_queue.RESOLVABLE)) & ds.field("plant_id").isin(plants),
-                          columns=["plant_id", "table", "business_date", "error_code", "row", "released_by_run"])
+                          columns=["plant_id", "table", "business_date", "source_key", "error_code", "message", "row",
+                                   "released_by_run"])
     released = error_queue.releasable_dates(error_queue.open_rows(held), run_inputs.inputs)
     # a source read by window (SQL) holds the completions of the look-back only: older dates are
     # listed, not reprocessed (recomputed without their completions, they would be reversed)

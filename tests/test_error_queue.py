@@ -284,3 +284,16 @@ def test_a_sql_source_reprocesses_only_dates_it_reads(tmp_path: Path) -> None:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         engine.dispose()
+
+
+def test_a_row_rejected_as_it_was_read_is_not_retried(tmp_path: Path) -> None:
+    """INVALID names both a broken BOM line (retried) and a bad input value (not: only the source
+    can fix it). A completion with a negative quantity on OLD stays open and OLD is not recomputed."""
+    landing = make_landing(tmp_path, items=ITEMS, completions=[completion("F1", "FG", 100, OLD),
+                                                               completion("B1", "FG", -5, OLD)])
+    write_table(landing, "bom", BOM, columns=BOM_COLUMNS)
+    first = job.run_dates(config_for(tmp_path, landing), dates(OLD))
+    assert first.quarantine_by_code == {"INVALID": 1}
+    second = nightly(tmp_path, landing)
+    assert second.business_dates == dates(NIGHT) and second.released == []
+    assert pd.isna(completion_quarantine(tmp_path).loc["B1", "released_by_run"])
