@@ -297,3 +297,20 @@ def test_a_row_rejected_as_it_was_read_is_not_retried(tmp_path: Path) -> None:
     second = nightly(tmp_path, landing)
     assert second.business_dates == dates(NIGHT) and second.released == []
     assert pd.isna(completion_quarantine(tmp_path).loc["B1", "released_by_run"])
+
+
+def test_a_bom_cycle_is_resolved_by_breaking_it(tmp_path: Path) -> None:
+    items = ITEMS + [{"item_id": "PH", "uom": "EA", "standard_cost": 0, "phantom": "true", "backflush": "true",
+                      "uom_decimals": 0}]
+    cycle = BOM + [{"parent_item_id": "NEW", "component_item_id": "PH", "qty_per": 1, "valid_from": ""},
+                   {"parent_item_id": "PH", "component_item_id": "NEW", "qty_per": 1, "valid_from": ""}]
+    landing = make_landing(tmp_path, items=items, completions=[completion("N1", "NEW", 10, OLD)])
+    write_table(landing, "bom", cycle, columns=BOM_COLUMNS)
+    assert job.run_dates(config_for(tmp_path, landing), dates(OLD)).quarantine_by_code == {"BOM_CYCLE": 1}
+    fixed = cycle[:2] + [{"parent_item_id": "PH", "component_item_id": "RM2", "qty_per": 3, "valid_from": ""}]
+    write_table(landing, "bom", fixed, columns=BOM_COLUMNS)
+    second = nightly(tmp_path, landing)
+    assert second.released == ["completions:N1"]
+    # NEW > PH (phantom, 1 per NEW) > 3 kg RM2: 10 x 1 x 3 = 30 kg RM2
+    assert postings_of(tmp_path, second.run_id) == {
+        (OLD, "NEW", "production_receipt"): 10.0, (OLD, "RM2", "backflush_issue"): -30.0}
