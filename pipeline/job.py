@@ -474,6 +474,10 @@ def _process(
     result.variance_summary = variance.summary(variance_rows)
     result.bom_accuracy_flags = {str(k): int(v) for k, v in flags.value_counts().sort_index().items()}
     freed = carried[carried["released_by_run"] == run_id] if not carried.empty else carried
+    # a row released from one error but rejected with another (a BOM line added with a unit that
+    # has no conversion) is marked in quarantine, and not listed: it is not posted
+    again = quarantine.loc[quarantine["table"] == "completions", "source_key"]
+    freed = freed[~freed["source_key"].isin(again)] if not freed.empty else freed
     result.released = sorted(("completions:" + freed["source_key"].astype("str")).tolist()) if not freed.empty else []
     changed = queue.changed_dates
     result.master_changed_dates = (changed["plant_id"] + "|" + changed["business_date"].dt.strftime("%Y-%m-%d")).tolist()

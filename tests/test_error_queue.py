@@ -314,3 +314,21 @@ def test_a_bom_cycle_is_resolved_by_breaking_it(tmp_path: Path) -> None:
     # NEW > PH (phantom, 1 per NEW) > 3 kg RM2: 10 x 1 x 3 = 30 kg RM2
     assert postings_of(tmp_path, second.run_id) == {
         (OLD, "NEW", "production_receipt"): 10.0, (OLD, "RM2", "backflush_issue"): -30.0}
+
+
+def test_a_row_that_fails_otherwise_is_marked_but_not_listed(tmp_path: Path, landing: Path) -> None:
+    # NEW gets a BOM line in grams, and no conversion to kg: NO_BOM is resolved, NO_UOM_CONVERSION is not
+    write_table(landing, "bom", [dict(line, uom="") for line in BOM] + [
+        {"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 500, "valid_from": "", "uom": "G"}],
+        columns=BOM_COLUMNS + ["uom"])
+    # N1 does not explode now: the nightly run leaves OLD alone, and its row as it is
+    assert nightly(tmp_path, landing).business_dates == dates(NIGHT)
+    assert pd.isna(completion_quarantine(tmp_path).loc["N1", "released_by_run"])
+    # a backfill recomputes OLD: the NO_BOM row is marked, the new error is open; nothing posted
+    [second] = job.backfill(config_for(tmp_path, landing), dt.date.fromisoformat(OLD), dt.date.fromisoformat(OLD))
+    assert second.released == []
+    assert postings_of(tmp_path, second.run_id) == {}
+    rows = read(tmp_path, "quarantine")
+    n1 = rows[rows["source_key"] == "N1"].set_index("error_code")
+    assert n1.loc["NO_BOM", "released_by_run"] == second.run_id
+    assert pd.isna(n1.loc["NO_UOM_CONVERSION", "released_by_run"])
