@@ -23,16 +23,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipeline import (
-    __version__,
-    buckets,
-    consumption,
-    error_queue,
-    ledger,
-    periods,
-    sources,
-    variance,
-)
+import pipeline.error_queue as error_queue
+from pipeline import __version__, buckets, consumption, ledger, periods, sources, variance
 from pipeline import workers as workers_
 from pipeline.config import Config
 from pipeline.progress import SILENT, Progress
