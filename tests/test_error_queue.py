@@ -332,3 +332,16 @@ def test_a_row_that_fails_otherwise_is_marked_but_not_listed(tmp_path: Path, lan
     n1 = rows[rows["source_key"] == "N1"].set_index("error_code")
     assert n1.loc["NO_BOM", "released_by_run"] == second.run_id
     assert pd.isna(n1.loc["NO_UOM_CONVERSION", "released_by_run"])
+
+
+def test_a_release_into_a_closed_period_posts_on_the_first_open_date(tmp_path: Path, landing: Path) -> None:
+    write_table(landing, "bom", BOM + [{"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 2,
+                                        "valid_from": ""}], columns=BOM_COLUMNS)
+    second = nightly(tmp_path, landing, closed_through=dt.date(2026, 2, 28))
+    assert second.released == ["completions:N1"]
+    rows = read(tmp_path, "postings")
+    rows = rows[rows["run_id"] == second.run_id]
+    # N1's +10 NEW and -20 kg RM2 are for OLD (closed), posted on 1 March, the first open date
+    assert sorted(zip(rows["business_date"].dt.strftime("%Y-%m-%d"), rows["for_business_date"].dt.strftime("%Y-%m-%d"),
+                      rows["item_id"], rows["qty_delta"], strict=True)) == [
+        (POSTED, OLD, "NEW", 10.0), (POSTED, OLD, "RM2", -20.0)]
