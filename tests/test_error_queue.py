@@ -345,3 +345,18 @@ def test_a_release_into_a_closed_period_posts_on_the_first_open_date(tmp_path: P
     assert sorted(zip(rows["business_date"].dt.strftime("%Y-%m-%d"), rows["for_business_date"].dt.strftime("%Y-%m-%d"),
                       rows["item_id"], rows["qty_delta"], strict=True)) == [
         (POSTED, OLD, "NEW", 10.0), (POSTED, OLD, "RM2", -20.0)]
+
+
+def test_an_invalid_bom_line_is_resolved_by_fixing_it(tmp_path: Path) -> None:
+    landing = make_landing(tmp_path, items=ITEMS, completions=[completion("N1", "NEW", 10, OLD)])
+    broken = BOM + [{"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": "two", "valid_from": ""}]
+    write_table(landing, "bom", broken, columns=BOM_COLUMNS)
+    first = job.run_dates(config_for(tmp_path, landing), dates(OLD))
+    assert first.quarantine_by_code == {"INVALID": 2}  # the BOM line as read, and N1 that cannot explode on it
+    write_table(landing, "bom", BOM + [{"parent_item_id": "NEW", "component_item_id": "RM2", "qty_per": 2,
+                                        "valid_from": ""}], columns=BOM_COLUMNS)
+    second = nightly(tmp_path, landing)
+    assert second.released == ["completions:N1"]
+    # 10 NEW: +10 EA, 10 x 2 = 20 kg RM2
+    assert postings_of(tmp_path, second.run_id) == {
+        (OLD, "NEW", "production_receipt"): 10.0, (OLD, "RM2", "backflush_issue"): -20.0}
