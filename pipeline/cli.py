@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--date", type=_date, required=True, help="business date YYYY-MM-DD")
     run.add_argument("--lookback-days", type=int, help="how far back late data is looked for (default 7)")
+    run.add_argument("--reprocess-master-data", action="store_true", default=None,
+                     help="repost the posted dates a master data change altered (default: only list them)")
 
     backfill = command("backfill", "process every business date of an inclusive range, in order")
     common(backfill)
@@ -203,7 +205,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipeline.progress import Progress
 
     config = load_config(args.config, origin="command line", landing=args.landing, warehouse=args.warehouse,
-                         lookback_days=getattr(args, "lookback_days", None))
+                         lookback_days=getattr(args, "lookback_days", None),
+                         reprocess_master_data=getattr(args, "reprocess_master_data", None))
     progress = Progress(quiet=args.quiet)
     if args.command == "run":
         results = [job.run_dates(config, [args.date], plants=args.plants, dry_run=args.dry_run, progress=progress)]
@@ -257,6 +260,12 @@ def render_summary(results: Sequence[job.RunResult]) -> str:
         for code, n in r.quarantine_by_code.items():
             quarantined[code] = quarantined.get(code, 0) + n
     lines.append("quarantined:      " + (", ".join(f"{c} {n:,}" for c, n in sorted(quarantined.items())) or "none"))
+    released = [key for r in results for key in r.released]
+    if released:
+        lines.append("released:         " + ", ".join(released) + " (the error queue: they explode now)")
+    changed = [d for r in results for d in r.master_changed_dates]
+    if changed:
+        lines.append("master data changed posted date(s): " + ", ".join(changed))
     kinds: dict[str, dict[str, float]] = {}
     for r in results:
         for kind, agg in r.adjustments_by_kind.items():

@@ -88,6 +88,9 @@ class Config(_Model):
     # for plants absent from the plants table
     plant_timezones: Mapping[str, Annotated[str, AfterValidator(_time_zone)]] = Field(default_factory=dict)
     lookback_days: int = Field(default=7, ge=0)
+    # repost the posted dates whose explosion a master data change altered (a backdated BOM change);
+    # false: the run only lists them (runs.master_changed_dates, the log)
+    reprocess_master_data: bool = False
     tolerances: Tolerances = Field(default_factory=Tolerances)
     bom_accuracy_counts: int = Field(default=6, ge=1)  # trailing counts per component behind a BOM accuracy estimate
     sql: SqlSource | None = None

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+import pipeline.error_queue as error_queue
 from pipeline import __version__, buckets, consumption, ledger, periods, sources, variance
 from pipeline import workers as workers_
 from pipeline.config import Config
@@ -57,6 +58,8 @@ class RunResult:
     top_components: list[dict[str, object]] = field(default_factory=list)
     variance_summary: dict[str, object] = field(default_factory=dict)
     bom_accuracy_flags: dict[str, int] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)  # quarantined rows released: "table:source_key"
+    master_changed_dates: list[str] = field(default_factory=list)  # posted "plant|date" whose explosion changed
     dry_run: bool = False
     started_at: pd.Timestamp | None = None
     finished_at: pd.Timestamp | None = None
@@ -239,11 +242,14 @@ def run_dates(
             variance.changed_dates(fingerprints, history, requested, config.lookback_days)
             if late_data else pd.DataFrame({"plant_id": [], "business_date": []})
         )
+        queue = _error_queue(config, run_inputs, warehouse, history, scope_plants, requested)
+        if late_data:
+            late = pd.concat([late, queue.dates(config.reprocess_master_data)], ignore_index=True)
         scope = _scope(scope_plants, requested, late)
         txn = warehouse.begin(run_id, scope_plants)
         try:
             result = _process(config, run_inputs, warehouse, txn, scope, requested, scope_plants,
-                              fingerprints, history, run_id, started, command, progress)
+                              fingerprints, history, run_id, started, command, progress, queue)
             progress.stage("commit" if not dry_run else "dry-run: nothing written", files=len(txn.moves))
             result.dry_run = dry_run
             if dry_run:
@@ -254,6 +260,29 @@ def run_dates(
             txn.abort()
             raise
     return result
+
+
+def _error_queue(config: Config, run_inputs: RunInputs, warehouse: Warehouse, history: pd.DataFrame,
+                 plants: list[str], requested: list[dt.date]) -> error_queue.Plan:
+    """The error queue's part of a run (`pipeline.error_queue`): the dates of quarantined
+    completions that explode now, and the posted dates whose explosion changed."""
+    import pyarrow.dataset as ds
+
+    totals = run_inputs.completions
+    current = error_queue.current_hashes(totals.demand, totals.requirements, totals.errors, plants)
+    points, posted = error_queue.recorded(history, plants)
+    points_now = error_queue.change_points(current)
+    changed = error_queue.changed_posted_dates(current, points, posted)
+    held = warehouse.read("quarantine", filters=(ds.field("table") == "completions")
+                          & ds.field("error_code").isin(list(error_queue.RESOLVABLE)) & ds.field("plant_id").isin(plants),
+                          columns=["plant_id", "table", "business_date", "source_key", "error_code", "message", "row",
+                                   "released_by_run"])
+    released = error_queue.releasable_dates(error_queue.open_rows(held), run_inputs.inputs)
+    # a source read by window (SQL) holds the completions of the look-back only: older dates are
+    # listed, not reprocessed (recomputed without their completions, they would be reversed)
+    earliest = min(requested) - dt.timedelta(days=config.lookback_days) if config.sql is not None and requested else None
+    return error_queue.Plan(released_dates=released, changed_dates=changed, earliest=earliest,
+                            fingerprints=None if error_queue.unchanged(points_now, points) else points_now)
 
 
 def _scope(plants: list[str], requested: list[dt.date], late: pd.DataFrame) -> pd.DataFrame:
@@ -326,6 +355,7 @@ def _process(
     started: pd.Timestamp,
     command: str,
     progress: Progress,
+    queue: error_queue.Plan,
 ) -> RunResult:
     inputs, totals = run_inputs.inputs, run_inputs.completions
     demand = _in_scope(totals.demand, scope)
@@ -423,7 +453,10 @@ def _process(
     variance_rows = pd.concat(variance_parts, ignore_index=True) if variance_parts else \
         pd.DataFrame(columns=variance.SUMMARY_COLUMNS)
     flags = pd.concat(accuracy_parts, ignore_index=True) if accuracy_parts else pd.Series([], dtype="str")
-    _write_quarantine(txn, warehouse, quarantine, scope, plants, run_date)
+    carried = _carried_quarantine(warehouse, quarantine, scope, plants, run_id, started)
+    filed = quarantine.assign(released_by_run=None, released_at=pd.NaT)
+    filed = pd.concat([filed, carried], ignore_index=True) if not carried.empty else filed
+    _write_quarantine(txn, warehouse, filed, scope, plants, run_date)
 
     finished = pd.Timestamp.now(tz="UTC").floor("us")
     result = RunResult(
@@ -445,11 +478,26 @@ def _process(
     result.top_components = top_components
     result.variance_summary = {**variance.summary(variance_rows), "stock_exceptions": exception_rows}
     result.bom_accuracy_flags = {str(k): int(v) for k, v in flags.value_counts().sort_index().items()}
+    freed = carried[carried["released_by_run"] == run_id] if not carried.empty else carried
+    # a row released from one error but rejected with another (a BOM line added with a unit that
+    # has no conversion) is marked in quarantine, and not listed: it is not posted
+    again = quarantine.loc[quarantine["table"] == "completions", "source_key"]
+    freed = freed[~freed["source_key"].isin(again)] if not freed.empty else freed
+    result.released = sorted(("completions:" + freed["source_key"].astype("str")).tolist()) if not freed.empty else []
+    changed = queue.changed_dates
+    result.master_changed_dates = (changed["plant_id"] + "|" + changed["business_date"].dt.strftime("%Y-%m-%d")).tolist()
+    if result.released:
+        log.info("error queue: %d quarantined row(s) released: %s", len(result.released), ", ".join(result.released))
+    if result.master_changed_dates:
+        log.warning("master data changed the explosion of %d posted date(s)%s: %s", len(result.master_changed_dates),
+                    "" if config.reprocess_master_data else " (not reposted: reprocess_master_data = false)",
+                    ", ".join(result.master_changed_dates))
     result.rows_written = dict(txn.rows_written)
     result.rows_written.setdefault("runs", 1)
     ran_before = {str(p) for plants_of_run in history.loc[history["status"] == "ok", "plants"] for p in plants_of_run}
     first_run = set(plants) - ran_before
-    txn.put_file("runs", f"run-{run_id}.parquet", _runs_row(result, fingerprints, totals.watermark, first_run))
+    txn.put_file("runs", f"run-{run_id}.parquet", _runs_row(result, fingerprints, totals.watermark, first_run,
+                                                            queue.fingerprints))
     result.rows_written = dict(txn.rows_written)
     result.partitions = dict(txn.partitions)
     return result
@@ -472,6 +520,17 @@ def _plant_filter(plants: list[str]) -> object:
     import pyarrow.dataset as ds
 
     return ds.field("plant_id").isin(plants)
+
+
+def _carried_quarantine(warehouse: Warehouse, quarantine: pd.DataFrame, scope: pd.DataFrame, plants: list[str],
+                        run_id: str, started: pd.Timestamp) -> pd.DataFrame:
+    """Quarantined completions of the rewritten files that stay, marked released (`error_queue.carried_rows`)."""
+    import pyarrow.dataset as ds
+
+    previous = warehouse.read("quarantine", filters=(ds.field("table") == "completions")
+                              & ds.field("plant_id").isin(plants))
+    carried = error_queue.carried_rows(previous, quarantine, scope, run_id, started)
+    return carried.assign(_file=carried["plant_id"].map(plant_file)) if not carried.empty else carried
 
 
 def _quarantine_in_scope(
@@ -639,7 +698,7 @@ def _top_components(demand: pd.DataFrame, requirements: pd.DataFrame, items: pd.
 
 
 def _runs_row(result: RunResult, fingerprints: pd.DataFrame, watermark: pd.Timestamp | None,
-              first_run: set[str]) -> pd.DataFrame:
+              first_run: set[str], master_fingerprints: list[str] | None) -> pd.DataFrame:
     """The run's row; fingerprints of the dates it processed (of every date on a plant's first run)."""
     watermark = pd.NaT if watermark is None else watermark
     processed = pd.to_datetime(pd.Series(result.business_dates, dtype="object")).astype("datetime64[ns]")
@@ -668,6 +727,9 @@ def _runs_row(result: RunResult, fingerprints: pd.DataFrame, watermark: pd.Times
             "started_at": [result.started_at],
             "finished_at": [result.finished_at],
             "code_version": [__version__],
+            "released": [result.released],
+            "master_changed_dates": [result.master_changed_dates],
+            "master_fingerprints": [master_fingerprints],
         }
     )
 

@@ -54,6 +54,7 @@ class ReportFigures:
     quarantined: dict[str, int]  # error code -> distinct rejected input rows dated in the period
     bom_accuracy_flags: dict[str, int]  # flag -> components, latest estimate
     bom_accuracy_as_of: dt.datetime | None = None
+    released: int = 0  # quarantined rows dated in the period that the error queue released since
 
 
 @dataclass
@@ -71,6 +72,7 @@ class PeriodData:
     bom_accuracy: pd.DataFrame
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
     stock_exceptions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    released: pd.DataFrame = field(default_factory=pd.DataFrame)  # quarantined rows released since
 
 
 # ------------------------------------------------------------------ reading
@@ -103,7 +105,9 @@ def read_period(warehouse: str, start: dt.date, end: dt.date, *, plants: list[st
                             columns=["adjustment_id", "item_id", "kind", "qty", "value", "plant_id", "business_date"]),
         variance=wh.read("variance", filters=period("count_date")),
         item_costs=wh.read("variance", filters=plant_filter, columns=["item_id", "standard_cost", "counted_at"]),
-        quarantine=quarantine.reset_index(drop=True),
+        # open rows; those the error queue released (issue 16.1) are counted apart
+        quarantine=quarantine[quarantine["released_by_run"].isna()].reset_index(drop=True),
+        released=quarantine[quarantine["released_by_run"].notna()].reset_index(drop=True),
         bom_accuracy=wh.read("bom_accuracy", filters=plant_filter),
         runs=wh.read("runs", columns=["run_id", "status", "business_dates", "plants", "finished_at"]),
         stock_exceptions=wh.read("stock_exceptions", filters=period("count_date")),
@@ -182,6 +186,7 @@ def report_figures(data: PeriodData) -> ReportFigures:
         quarantined={c: int((quarantined["error_code"] == c).sum()) for c in codes},
         bom_accuracy_flags={f: int((accuracy["flag"] == f).sum()) for f in flags},
         bom_accuracy_as_of=as_of.to_pydatetime() if as_of is not None and not pd.isna(as_of) else None,
+        released=len(distinct_quarantine(data.released)),
     )
 
 
@@ -578,7 +583,9 @@ def _cards(f: ReportFigures) -> str:
       {_figure("variance_value_abs", f.variance_value_abs, _num(f.variance_value_abs))}</div></div>
   <div class="card"><div class="label">Quarantined input rows</div>
     <div class="big">{_e(f"{quarantined:,}")}</div>
-    <dl>{codes or "<dt>none</dt><dd></dd>"}</dl></div>
+    <dl>{codes or "<dt>none</dt><dd></dd>"}</dl>
+    <div class="sub">{_figure("released", f.released, f"{f.released:,}")} released by the error queue
+      (the master data was fixed; reprocessed)</div></div>
   <div class="card"><div class="label">BOM accuracy: components flagged</div>
     <div class="big {"neg" if flagged else ""}">{_e(f"{flagged:,}")}</div>
     <dl>{flags}</dl></div>
@@ -742,7 +749,9 @@ def _quarantine_section(data: PeriodData, f: ReportFigures) -> str:
 <h2>Quarantined input rows</h2>
 <p class="how">Input rows rejected by the pipeline, dated in the period (rows without a date of their
 own, such as master data, are dated on the run that rejected them; one row re-rejected by several runs
-counts once). They are not in any figure above until they are corrected at the source.</p>
+counts once). They are not in any figure above until they are corrected at the source, or, for a
+completion whose BOM could not be exploded, until the master data is fixed: the next run then
+reprocesses it and it leaves this list ({f.released:,} released so far; <code>quarantine.released_by_run</code>).</p>
 {_table("quarantine-by-code", columns, summary)}
 <h3>Rows</h3>
 {_table("quarantine-rows", row_cols, rows, note=f"{len(rows):,} rows" + (

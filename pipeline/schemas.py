@@ -290,6 +290,8 @@ QUARANTINE = pa_arrow.schema(
         ("run_id", _str),
         ("plant_id", _str),
         ("source", _str),  # where the row was read: file:line, or sql:schema.table
+        ("released_by_run", _str),  # the run that no longer rejected it (the error queue); null: open
+        ("released_at", _ts),
     ]
 )
 RUNS = pa_arrow.schema(
@@ -311,6 +313,9 @@ RUNS = pa_arrow.schema(
         ("started_at", _ts),
         ("finished_at", _ts),
         ("code_version", _str),
+        ("released", pa_arrow.list_(_str)),  # quarantined rows this run released: "table:source_key"
+        ("master_changed_dates", pa_arrow.list_(_str)),  # posted "plant|date" whose explosion changed
+        ("master_fingerprints", pa_arrow.list_(_str)),  # see pipeline.error_queue
     ]
 )
 
