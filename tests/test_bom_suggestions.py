@@ -1,0 +1,160 @@
+"""BOM-line suggestions (issue 16.6): per (plant, parent, component) the quantity per unit that
+best explains the counted usage, by ridge least squares toward the BOM. Expected numbers are
+worked by hand in the comments."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import cli, job, variance
+from pipeline.config import Config
+from tests.landing import config_for, make_landing, read, run
+
+P, L = "P1", "L1"
+AS_OF = pd.Timestamp("2026-03-05T00:00:00Z")
+
+
+def item(item_id: str, uom: str, *, decimals: int = 3) -> dict[str, object]:
+    return {"item_id": item_id, "uom": uom, "standard_cost": 1.0, "phantom": "false", "backflush": "true",
+            "uom_decimals": decimals}
+
+
+def completion(cid: str, item_id: str, at: str, qty: float) -> dict[str, object]:
+    return {"completion_id": cid, "plant_id": P, "location_id": L, "item_id": item_id, "qty_good": qty,
+            "qty_scrap": 0.0, "completed_at": at}
+
+
+def count(cid: str, at: str, qty: float) -> dict[str, object]:
+    return {"count_id": cid, "plant_id": P, "location_id": L, "item_id": "RM", "counted_qty": qty,
+            "counted_at": at}
+
+
+# Two parents share RM: the BOM says A uses 2 kg, B 1 kg; in truth A uses 2.5 kg.
+#   window 1 (2 March): 10 A        theoretical 20, used 25
+#   window 2 (3 March): 10 B        theoretical 10, used 10
+#   window 3 (4 March): 10 A + 10 B theoretical 30, used 35
+# X = [[10, 0], [0, 10], [10, 10]], y = [25, 10, 35], b0 = [2, 1]
+# counts: 1000 -> 975 -> 965 -> 930
+SHARED = {
+    "items": [item("A", "EA", decimals=0), item("B", "EA", decimals=0), item("RM", "KG")],
+    "bom": [{"parent_item_id": "A", "component_item_id": "RM", "qty_per": 2},
+            {"parent_item_id": "B", "component_item_id": "RM", "qty_per": 1}],
+    "completions": [completion("C1", "A", "2026-03-02T10:00:00Z", 10), completion("C2", "B", "2026-03-03T10:00:00Z", 10),
+                    completion("C3", "A", "2026-03-04T10:00:00Z", 10), completion("C4", "B", "2026-03-04T11:00:00Z", 10)],
+    "stock_counts": [count("K0", "2026-03-01T18:00:00Z", 1000), count("K1", "2026-03-02T18:00:00Z", 975),
+                     count("K2", "2026-03-03T18:00:00Z", 965), count("K3", "2026-03-04T18:00:00Z", 930)],
+}
+DATES = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+
+
+def frames(used: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The variance rows and parent flows of the three windows above, with `used` kg of RM used."""
+    theoretical = [20.0, 10.0, 30.0]
+    rows = pd.DataFrame({
+        "count_id": ["K1", "K2", "K3"], "plant_id": P, "item_id": "RM", "uom": "KG", "status": "ok",
+        "backflushed": True, "counted_at": pd.to_datetime(["2026-03-02T18:00Z", "2026-03-03T18:00Z", "2026-03-04T18:00Z"]),
+        "theoretical_usage_qty": theoretical, "variance_qty": [t - u for t, u in zip(theoretical, used, strict=True)]})
+    flows = pd.DataFrame({"count_id": ["K1", "K2", "K3", "K3"], "parent_item_id": ["A", "B", "A", "B"],
+                          "units": [10.0, 10.0, 10.0, 10.0], "unit_usage": [20.0, 10.0, 20.0, 10.0],
+                          "order_usage": 0.0})
+    return rows, flows
+
+
+def by_parent(out: pd.DataFrame) -> pd.DataFrame:
+    return out.set_index("parent_item_id")
+
+
+def test_least_squares_finds_the_line_that_is_off() -> None:
+    rows, flows = frames([25.0, 10.0, 35.0])
+    out = by_parent(variance.bom_suggestions(rows, flows, Config(), as_of=AS_OF, ridge=1e-6))
+    # XᵀX = [[200, 100], [100, 200]], Xᵀy = [10·25 + 10·35, 10·10 + 10·35] = [600, 450]
+    # b = (XᵀX)⁻¹ Xᵀy = [200·600 − 100·450, −100·600 + 200·450] / 30000 = [2.5, 1.0]
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(2.5, rel=1e-4)
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(1.0, rel=1e-4)
+    assert out.loc["A", "current_qty_per"] == pytest.approx(2.0)  # 40 kg drawn for 20 units
+    assert out.loc["A", "change_pct"] == pytest.approx(25.0, rel=1e-4)  # 2.5 / 2 − 1
+    assert out.loc["A", "windows"] == 2 and out.loc["A", "component_windows"] == 3
+    assert out.loc["A", "produced_qty"] == pytest.approx(20.0)  # 10 + 10
+    assert out.loc["A", "component_actual_usage_qty"] == pytest.approx(70.0)  # 25 + 10 + 35
+    # an exact fit with one residual degree of freedom (3 windows − 2 lines): no standard error
+    assert out.loc["A", "std_error"] == pytest.approx(0.0, abs=1e-4)
+    assert out.loc["A", "confidence"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_bom_quantity_pulls_as_a_prior() -> None:
+    rows, flows = frames([25.0, 10.0, 35.0])
+    # λ = 0.01: Λ = 0.01 · diag(Σ x_A², Σ x_B²) = diag(2, 2)
+    # (XᵀX + Λ) b = Xᵀy + Λ b0: [[202, 100], [100, 202]] b = [600 + 4, 450 + 2]
+    # det = 202² − 100² = 30804; b_A = (202·604 − 100·452) / 30804 = 76808 / 30804,
+    # b_B = (202·452 − 100·604) / 30804 = 30904 / 30804
+    out = by_parent(variance.bom_suggestions(rows, flows, Config(), as_of=AS_OF))
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(76808 / 30804)  # 2.4934
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(30904 / 30804)  # 1.0032
+    # λ = 1: Λ = diag(200, 200): [[400, 100], [100, 400]] b = [1000, 650], det = 150000
+    strong = by_parent(variance.bom_suggestions(rows, flows, Config(), as_of=AS_OF, ridge=1.0))
+    assert strong.loc["A", "suggested_qty_per"] == pytest.approx(335000 / 150000)  # (400·1000 − 100·650)
+    assert strong.loc["B", "suggested_qty_per"] == pytest.approx(160000 / 150000)  # (400·650 − 100·1000)
+
+
+def test_standard_error_and_confidence_from_the_residuals() -> None:
+    rows, flows = frames([25.0, 10.0, 36.0])  # one kilogram of noise in window 3
+    out = by_parent(variance.bom_suggestions(rows, flows, Config(), as_of=AS_OF, ridge=1e-6))
+    # Xᵀy = [250 + 360, 100 + 360] = [610, 460]: b = [122000 − 46000, −61000 + 92000] / 30000
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(76000 / 30000, rel=1e-4)  # 2.5333
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(31000 / 30000, rel=1e-4)  # 1.0333
+    # fitted 25.333, 10.333, 35.667: residuals −1/3, −1/3, +1/3, SSE = 1/3, dof = 3 − 2: σ² = 1/3
+    # var(b_A) = σ² · [(XᵀX)⁻¹]_AA = 1/3 · 200/30000 = 1/450
+    se = (1 / 450) ** 0.5  # 0.04714
+    assert out.loc["A", "std_error"] == pytest.approx(se, rel=1e-4)
+    assert out.loc["B", "std_error"] == pytest.approx(se, rel=1e-4)
+    assert out.loc["A", "confidence"] == pytest.approx(1 - se / (76000 / 30000), rel=1e-4)  # 0.9814
+
+
+def test_as_many_lines_as_windows_gives_no_confidence() -> None:
+    rows, flows = frames([25.0, 10.0, 35.0])
+    rows, flows = rows[rows["count_id"] != "K3"], flows[flows["count_id"] != "K3"]
+    out = by_parent(variance.bom_suggestions(rows, flows, Config(), as_of=AS_OF, ridge=1e-6))
+    # 2 windows, 2 lines: A alone in window 1 (25 kg for 10: 2.5), B alone in window 2 (1.0)
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(2.5, rel=1e-4)
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(1.0, rel=1e-4)
+    assert (out["confidence"] == 0.0).all()  # an exact fit whatever the truth: nothing to judge by
+
+
+def test_a_run_publishes_the_suggestions(tmp_path: Path) -> None:
+    run(tmp_path, make_landing(tmp_path, **SHARED), DATES)
+    out = by_parent(read(tmp_path, "bom_suggestions"))
+    assert set(out.index) == {"A", "B"}
+    assert (out["plant_id"] == P).all() and (out["component_item_id"] == "RM").all()
+    # as in test_the_bom_quantity_pulls_as_a_prior (λ = 0.01)
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(76808 / 30804)
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(30904 / 30804)
+    assert out.loc["A", "current_qty_per"] == pytest.approx(2.0)
+    assert out.loc["B", "current_qty_per"] == pytest.approx(1.0)
+    assert out.loc["A", "theoretical_usage_qty"] == pytest.approx(40.0)  # 20 A x 2 kg
+    assert out.loc["B", "produced_qty"] == pytest.approx(20.0)
+
+
+def test_suggestions_count_the_last_configured_windows(tmp_path: Path) -> None:
+    landing = make_landing(tmp_path, **SHARED)
+    config = config_for(tmp_path, landing, bom_accuracy_counts=2)
+    job.run_dates(config, [dt.date.fromisoformat(d) for d in DATES])
+    out = by_parent(read(tmp_path, "bom_suggestions"))
+    # windows 2 and 3 only: X = [[0, 10], [10, 10]], y = [10, 35]; Λ = 0.01 · diag(100, 200) = diag(1, 2)
+    # [[101, 100], [100, 202]] b = [350 + 2, 450 + 2]; det = 101·202 − 100² = 10402
+    assert out.loc["A", "windows"] == 1 and out.loc["A", "component_windows"] == 2
+    assert out.loc["A", "produced_qty"] == pytest.approx(10.0)
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(25904 / 10402)  # 202·352 − 100·452
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(10452 / 10402)  # 101·452 − 100·352
+
+
+def test_the_cli_publishes_the_suggestions(tmp_path: Path) -> None:
+    landing = make_landing(tmp_path, **SHARED)
+    assert cli.main(["-q", "backfill", "--landing", str(landing), "--warehouse", str(tmp_path / "warehouse"),
+                     "--start", DATES[0], "--end", DATES[-1]]) == 0
+    out = by_parent(read(tmp_path, "bom_suggestions"))
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(76808 / 30804)  # as with λ = 0.01 above
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(30904 / 30804)
