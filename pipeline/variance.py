@@ -726,9 +726,9 @@ def bom_suggestions(
     free). It is solved in its dual form, a (windows × windows) system per component, stacked:
     b = b0 + Λ⁻¹ Xᵀ (I + X Λ⁻¹ Xᵀ)⁻¹ (y − X b0), so lines without enough windows to tell them
     apart stay near their BOM quantity. std_error: √(σ² [(XᵀX + Λ)⁻¹]_pp), σ² = residual sum of
-    squares / (windows − effective parameters); confidence = max(0, 1 − std_error / |b_p|), 0
-    when the windows leave under one degree of freedom for the residuals (as many lines as
-    windows: the fit is exact whatever the truth).
+    squares / (windows − lines); confidence = max(0, 1 − std_error / |b_p|), 0 when the
+    component has no more windows than lines (the fit could be exact whatever the truth: the
+    windows cannot tell the lines apart, the ridge only keeps them near their BOM quantity).
     """
     rows = variance_rows[(variance_rows["status"] != "baseline") & variance_rows["backflushed"].astype(bool)
                          & (variance_rows["theoretical_usage_qty"] > 0)]
@@ -776,9 +776,10 @@ def bom_suggestions(
     fitted = np.zeros((k, width))
     np.add.at(fitted, gl, x * b[:, None])
     sse = np.where(present, (y - fitted) ** 2, 0.0).sum(axis=1)
-    effective = np.einsum("kij,kji->k", m, inv)  # trace of the hat matrix X (XᵀX+Λ)⁻¹ Xᵀ = M (I+M)⁻¹
-    dof = present.sum(axis=1) - effective
-    sigma2 = np.where(dof >= 1.0 - 1e-9, sse / np.maximum(dof, 1e-9), np.nan)
+    # residual degrees of freedom: windows − lines. Not the ridge's effective parameters (the trace of
+    # M (I+M)⁻¹), which treat a line the windows cannot tell from another as known from its prior
+    dof = present.sum(axis=1) - np.bincount(gl, minlength=k)
+    sigma2 = np.where(dof >= 1, sse / np.maximum(dof, 1), np.nan)
     quad = np.einsum("li,lij,lj->l", x, inv[gl], x)
     variance_b = np.maximum(1.0 / lam - quad / lam**2, 0.0) * sigma2[gl]
     se = np.sqrt(variance_b)

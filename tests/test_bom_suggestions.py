@@ -158,3 +158,84 @@ def test_the_cli_publishes_the_suggestions(tmp_path: Path) -> None:
     out = by_parent(read(tmp_path, "bom_suggestions"))
     assert out.loc["A", "suggested_qty_per"] == pytest.approx(76808 / 30804)  # as with λ = 0.01 above
     assert out.loc["B", "suggested_qty_per"] == pytest.approx(30904 / 30804)
+
+
+# ------------------------------------------------------------------ generated data (the issue's test)
+
+GEN_START, GEN_DAYS = dt.date(2026, 1, 5), 20
+
+
+def _units_in_windows(completions: pd.DataFrame, counts: pd.DataFrame, parent: str) -> pd.Series:
+    """Units (good + scrap) of `parent` made at each count's location in its window (previous
+    count, count], by count_id: worked out from the landing rows, not by the pipeline."""
+    made = completions[completions["item_id"] == parent]
+    out = {}
+    for row in counts.itertuples():
+        if pd.isna(row.previous):
+            out[row.count_id] = 0.0
+            continue
+        here = made[(made["location_id"] == row.location_id) & (made["completed_at"] > row.previous)
+                    & (made["completed_at"] <= row.counted_at)]
+        out[row.count_id] = float((here["qty_good"] + here["qty_scrap"]).sum())
+    return pd.Series(out)
+
+
+def test_generated_data_the_line_that_is_off_and_its_true_quantity(tmp_path: Path) -> None:
+    from pipeline.generate import generate_landing
+
+    landing = tmp_path / "landing"
+    generate_landing(landing, items=30, completions=6000, days=GEN_DAYS, seed=5, plants=1, start=GEN_START,
+                     counts=3000)
+    end = GEN_START + dt.timedelta(days=GEN_DAYS - 1)
+    job.backfill(config_for(tmp_path / "first", landing), GEN_START, end)
+    first = read(tmp_path / "first", "variance")
+    bom = pd.read_parquet(landing / "bom")
+    items = pd.read_parquet(landing / "items").set_index("item_id")
+    completions = pd.read_parquet(landing / "completions").sort_values("recorded_at").drop_duplicates(
+        "completion_id", keep="last")
+    # a line whose quantity per unit is plain to see: group line, open validity, per 1 in the base unit,
+    # of a parent with no phantom or plant-specific line (its explosion uses the component by this line only)
+    phantom_parent = bom.loc[bom["component_item_id"].map(items["phantom"]).astype(bool), "parent_item_id"]
+    local_parent = bom.loc[bom["plant_id"].notna(), "parent_item_id"]
+    plain = bom[(bom["qty_per"] > 0) & bom["plant_id"].isna() & bom["valid_from"].isna() & bom["valid_to"].isna() & (bom["base_qty"] == 1)
+                & bom["uom"].isna() & ~bom["parent_item_id"].isin(phantom_parent) & ~bom["parent_item_id"].isin(local_parent)
+                & bom["component_item_id"].map(items["backflush"]).astype(bool)
+                & (bom["component_item_id"].map(items["uom_decimals"]) >= 3)]  # counts to the gram, not the piece
+    made = completions.groupby("item_id")["qty_good"].sum()
+    shared = bom[bom["qty_per"] > 0].groupby("component_item_id")["parent_item_id"].nunique()
+    plain = plain[plain["component_item_id"].map(shared) >= 2].assign(made=plain["parent_item_id"].map(made))
+    counted = first[first["status"] != "baseline"].groupby("item_id").size()
+    # the component with the most windows per parent line (fewer windows than lines cannot tell them apart)
+    plain = plain.assign(windows=plain["component_item_id"].map(counted).fillna(0),
+                         per_line=lambda f: f["windows"] / f["component_item_id"].map(shared)).sort_values(
+        ["per_line", "made"], ascending=False)
+    line = plain.iloc[0]
+    parent, component = line["parent_item_id"], line["component_item_id"]
+    assert line["windows"] >= 4
+    bom_qty = float(line["qty_per"]) * (1 + float(line["scrap_pct"]) / 100)  # per unit with planned scrap
+    true_qty = bom_qty * 1.10  # the shop floor uses 10 % more than this line says
+
+    # rewrite the component's counts as book stock plus exactly the extra the line uses (no other deviation)
+    rows = first[first["item_id"] == component].sort_values(["location_id", "counted_at", "count_id"])
+    rows = rows.assign(previous=rows.groupby("location_id")["counted_at"].shift(1))
+    extra = (true_qty - bom_qty) * _units_in_windows(completions, rows, parent).reindex(rows["count_id"]).to_numpy()
+    assert extra.sum() > 0
+    net = (rows["book_qty"] - rows["opening_qty"]).fillna(0.0).to_numpy()  # the window's booked flows
+    step = pd.Series(net - extra, index=rows.index).where(rows["previous"].notna(), 0.0)
+    recount = 1_000_000.0 + step.groupby(rows["location_id"]).cumsum()
+    new = dict(zip(rows["count_id"], recount.round(3), strict=True))
+    path = landing / "stock_counts" / "part-00000.parquet"
+    counts = pd.read_parquet(path)
+    counts["counted_qty"] = counts["count_id"].map(new).fillna(counts["counted_qty"])
+    counts.to_parquet(path, index=False)
+
+    job.backfill(config_for(tmp_path, landing, bom_accuracy_counts=1000), GEN_START, end)
+    out = read(tmp_path, "bom_suggestions")
+    lines = out[out["component_item_id"] == component].set_index("parent_item_id")
+    assert lines["windows"].max() >= 1 and len(lines) >= 2
+    assert lines.loc[parent, "current_qty_per"] == pytest.approx(bom_qty)
+    # the line that is off is the one with the largest change, and its true quantity within 2 %
+    assert lines["change_pct"].abs().idxmax() == parent
+    assert lines.loc[parent, "suggested_qty_per"] == pytest.approx(true_qty, rel=0.02)
+    others = lines.drop(index=parent)
+    assert (others["change_pct"].abs() < 2.0).all()  # the other lines stay at their BOM quantity
