@@ -239,3 +239,39 @@ def test_generated_data_the_line_that_is_off_and_its_true_quantity(tmp_path: Pat
     assert lines.loc[parent, "suggested_qty_per"] == pytest.approx(true_qty, rel=0.02)
     others = lines.drop(index=parent)
     assert (others["change_pct"].abs() < 2.0).all()  # the other lines stay at their BOM quantity
+
+
+# ------------------------------------------------------------------ the report
+
+
+def test_top_suggestions_rank_confident_changes_first() -> None:
+    from pipeline.report import top_suggestions
+
+    frame = pd.DataFrame({"plant_id": "P1", "parent_item_id": ["A", "B", "C", "D"], "component_item_id": "RM",
+                          "change_pct": [5.0, -30.0, 50.0, float("nan")], "confidence": [0.95, 0.92, 0.5, 1.0]})
+    top = top_suggestions(frame)
+    # C changes most but at 50 % confidence (< 90 %); D has no current quantity to change from
+    assert top["parent_item_id"].tolist() == ["B", "A"]
+
+
+def test_the_report_shows_the_suggestions_with_a_chart(tmp_path: Path) -> None:
+    import re
+
+    from pipeline.report import write_report
+
+    run(tmp_path, make_landing(tmp_path, **SHARED), DATES)
+    out = tmp_path / "report.html"
+    write_report(str(tmp_path / "warehouse"), dt.date(2026, 3, 1), dt.date(2026, 3, 4), out)
+    page = out.read_text("utf-8")
+    table = page[page.index('id="bom-suggestions-table"'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)[1:]  # after the header
+    # A: 2 → 76808/30804 = 2.4934 kg (+24.67 %), B: 1 → 1.0032 (+0.32 %); both fit exactly but for the prior
+    assert [re.findall(r"<td>(\w+)</td>", r)[1] for r in rows] == ["A", "B"]
+    changes = [float(v) for v in re.findall(r'data-value="([-0-9.e]+)">[^<]*%</td>', table)[::2]]
+    assert changes[0] == pytest.approx((76808 / 30804 / 2 - 1) * 100)
+    chart = page[page.index('data-chart="suggestions"'):]
+    assert 'data-bars="2"' in chart[:200]
+    bars = re.findall(r'<rect class="bar"[^>]*data-parent="(\w+)"[^>]*data-value="([-0-9.e]+)"', chart)
+    assert [b[0] for b in bars] == ["A", "B"]
+    assert float(bars[0][1]) == pytest.approx((76808 / 30804 / 2 - 1) * 100)
