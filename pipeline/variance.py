@@ -751,9 +751,10 @@ def bom_suggestions(
     rows = rows.assign(w=rows.groupby("g").cumcount())
     k, width = len(group_keys), int(rows["w"].max()) + 1
     flows = flows.merge(rows[["count_id", "g", "w"]], on="count_id", how="inner")
+    flows = flows.assign(units2=flows["units"].to_numpy(dtype="float64") ** 2)
     lines = flows.groupby(["g", "parent_item_id"], as_index=False).agg(
         windows=("w", "size"), produced_qty=("units", "sum"), theoretical_usage_qty=("unit_usage", "sum"),
-        s=("units", lambda u: float(np.square(u).sum())))
+        s=("units2", "sum"))
     line_of = pd.MultiIndex.from_frame(lines[["g", "parent_item_id"]]).get_indexer(
         pd.MultiIndex.from_frame(flows[["g", "parent_item_id"]]))
     n = len(lines)
