@@ -755,8 +755,15 @@ def bom_suggestions(
     lines = flows.groupby(["g", "parent_item_id"], as_index=False).agg(
         windows=("w", "size"), produced_qty=("units", "sum"), theoretical_usage_qty=("unit_usage", "sum"),
         s=("units2", "sum"))
+    # a line of fixed quantities only (nothing per unit) has no quantity per unit to suggest: its
+    # per-order quantities are taken off y above, its units are no regressor
+    lines = lines[lines["theoretical_usage_qty"] > 0].reset_index(drop=True)
+    if lines.empty:
+        return _empty_suggestions()
     line_of = pd.MultiIndex.from_frame(lines[["g", "parent_item_id"]]).get_indexer(
         pd.MultiIndex.from_frame(flows[["g", "parent_item_id"]]))
+    flows = flows[line_of >= 0]
+    line_of = line_of[line_of >= 0]
     n = len(lines)
     gl = lines["g"].to_numpy(dtype="int64")
     b0 = lines["theoretical_usage_qty"].to_numpy() / lines["produced_qty"].to_numpy()

@@ -114,6 +114,19 @@ def test_standard_error_and_confidence_from_the_residuals() -> None:
     assert out.loc["A", "confidence"] == pytest.approx(1 - se / (76000 / 30000), rel=1e-4)  # 0.9814
 
 
+def test_fixed_quantities_are_taken_off_and_suggest_nothing() -> None:
+    rows, flows = frames([30.0, 10.0, 35.0])  # window 1 also drew a set-up of 5 kg for an order of C
+    fixed = pd.DataFrame({"count_id": ["K1"], "parent_item_id": ["C"], "units": [4.0], "unit_usage": [0.0],
+                          "order_usage": [5.0]})
+    rows = rows.assign(theoretical_usage_qty=[25.0, 10.0, 30.0], variance_qty=[-5.0, 0.0, -5.0])
+    out = by_parent(variance.bom_suggestions(rows, pd.concat([flows, fixed]), Config(), as_of=AS_OF, ridge=1e-6))
+    # y = [30 − 5, 10, 35]: as in test_least_squares_finds_the_line_that_is_off; C (fixed only) is no line
+    assert set(out.index) == {"A", "B"}
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(2.5, rel=1e-4)
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(1.0, rel=1e-4)
+    assert out.loc["A", "component_actual_usage_qty"] == pytest.approx(75.0)  # 30 + 10 + 35, set-up included
+
+
 def test_as_many_lines_as_windows_gives_no_confidence() -> None:
     rows, flows = frames([25.0, 10.0, 35.0])
     rows, flows = rows[rows["count_id"] != "K3"], flows[flows["count_id"] != "K3"]
