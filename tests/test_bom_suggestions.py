@@ -288,3 +288,28 @@ def test_the_report_shows_the_suggestions_with_a_chart(tmp_path: Path) -> None:
     bars = re.findall(r'<rect class="bar"[^>]*data-parent="(\w+)"[^>]*data-value="([-0-9.e]+)"', chart)
     assert [b[0] for b in bars] == ["A", "B"]
     assert float(bars[0][1]) == pytest.approx((76808 / 30804 / 2 - 1) * 100)
+
+
+def test_two_paths_count_units_once_and_fixed_quantities_are_offsets(tmp_path: Path) -> None:
+    phantom = {**item("PH", "EA", decimals=0), "phantom": "true"}
+    landing = make_landing(
+        tmp_path,
+        items=[*SHARED["items"], item("C", "EA", decimals=0), phantom],
+        bom=[{"parent_item_id": "A", "component_item_id": "RM", "qty_per": 1, "fixed_qty": "false"},
+             {"parent_item_id": "A", "component_item_id": "PH", "qty_per": 1, "fixed_qty": "false"},
+             {"parent_item_id": "PH", "component_item_id": "RM", "qty_per": 1, "fixed_qty": "false"},
+             {"parent_item_id": "B", "component_item_id": "RM", "qty_per": 1, "fixed_qty": "false"},
+             {"parent_item_id": "C", "component_item_id": "RM", "qty_per": 5, "fixed_qty": "true"}],
+        completions=[*SHARED["completions"], completion("C5", "C", "2026-03-02T12:00:00Z", 3)],
+        # A draws 1 + 1 kg per unit (directly and through PH), C's order 5 kg once; A truly uses 2.5:
+        # window 1: 25 + 5 = 30 used (theoretical 20 + 5), window 2: 10, window 3: 35
+        stock_counts=[count("K0", "2026-03-01T18:00:00Z", 1000), count("K1", "2026-03-02T18:00:00Z", 970),
+                      count("K2", "2026-03-03T18:00:00Z", 960), count("K3", "2026-03-04T18:00:00Z", 925)])
+    run(tmp_path, landing, DATES)
+    out = by_parent(read(tmp_path, "bom_suggestions"))
+    assert set(out.index) == {"A", "B"}  # C's line is a fixed quantity: nothing per unit to suggest
+    assert out.loc["A", "produced_qty"] == pytest.approx(20.0)  # 10 + 10 units, once though two paths
+    assert out.loc["A", "current_qty_per"] == pytest.approx(2.0)  # 40 kg for 20 units
+    # y = [30 − 5, 10, 35]: the numbers of test_the_bom_quantity_pulls_as_a_prior
+    assert out.loc["A", "suggested_qty_per"] == pytest.approx(76808 / 30804)
+    assert out.loc["B", "suggested_qty_per"] == pytest.approx(30904 / 30804)
