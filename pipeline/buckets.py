@@ -97,6 +97,7 @@ class _Partial:
     usage: np.ndarray
     orders: pd.DataFrame  # consumption.ORDER_COLUMNS: the bucket's first completion of each order
     events: pd.DataFrame | None = None  # the bucket's flows into windows whose events are kept
+    parents: tuple[np.ndarray, ...] | None = None  # variance.ParentFlows sums of the bucket
 
 
 @dataclass
@@ -124,6 +125,7 @@ class _Digester:
         orders = consumption.first_of_orders(good)  # none without order_id (no fixed line)
         self.windows.receipts[:] = 0.0
         self.windows.usage[:] = 0.0
+        self.windows.parents.take()
         self.windows.add_completions(good.assign(orders=carried.astype("float64")), self.catalog.requirements)
         touched = np.flatnonzero((self.windows.receipts != 0) | (self.windows.usage != 0))
         keys = self.catalog.keys.iloc[self.reported:]
@@ -136,7 +138,7 @@ class _Digester:
             new_keys=keys.reset_index(drop=True), new_requirements=requirements[requirements["key"].isin(new)],
             new_errors=errors[errors["key"].isin(new)], touched=touched,
             receipts=self.windows.receipts[touched].copy(), usage=self.windows.usage[touched].copy(),
-            orders=orders,
+            orders=orders, parents=self.windows.parents.take(),
             events=self.windows.take_events() if self.windows.collecting is not None else None,
         )
 
@@ -176,7 +178,7 @@ class _Totals:
             self.fingerprints.append(part.fingerprints)
         if part.watermark is not None and (self.watermark is None or part.watermark > self.watermark):
             self.watermark = part.watermark
-        self.windows.add(part.touched, part.receipts, part.usage)
+        self.windows.add(part.touched, part.receipts, part.usage, part.parents)
         if part.events is not None:
             self.windows.add_events(part.events)
 

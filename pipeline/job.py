@@ -432,11 +432,17 @@ def _process(
     progress.stage("variance", plants=len(plants))
     variance_parts, accuracy_parts = [], []
     exception_rows = 0
+    parent_flows = totals.windows.parent_flows()  # per (count window, parent): units made (issue 16.6)
     for plant in plants:
         counts = variance.variance_scope(inputs, scope[scope["plant_id"] == plant], config)
         variance_rows = variance.count_variance(inputs, counts, config, totals.windows)
         exceptions = variance.stock_exceptions(inputs, counts, totals.windows, config)
-        accuracy = _bom_accuracy(warehouse, variance_rows, counts.scope, inputs, [plant], config, started)
+        checked = _variance_after(warehouse, variance_rows, counts.scope, [plant])
+        accuracy = _bom_accuracy(checked, inputs, [plant], config, started)
+        suggestions = variance.bom_suggestions(checked, parent_flows, config, as_of=started)
+        txn.replace("bom_suggestions", suggestions, [{"plant_id": plant}],
+                    sort_by=["component_item_id", "parent_item_id"])
+        del checked, suggestions
         count_scope = counts.scope
         txn.replace("variance", variance_rows, [{"plant_id": p, "count_date": d} for p, d in zip(
             count_scope["plant_id"], count_scope["count_date"], strict=True)],
@@ -503,15 +509,18 @@ def _process(
     return result
 
 
-def _bom_accuracy(
-    warehouse: Warehouse, new_rows: pd.DataFrame, rewritten: pd.DataFrame, inputs: Inputs,
-    plants: list[str], config: Config, as_of: pd.Timestamp,
-) -> pd.DataFrame:
-    """BOM accuracy over the variance history as it will be after this run."""
+def _variance_after(warehouse: Warehouse, new_rows: pd.DataFrame, rewritten: pd.DataFrame,
+                    plants: list[str]) -> pd.DataFrame:
+    """The variance history of the plants as it will be after this run."""
     history = warehouse.read("variance", filters=_plant_filter(plants))
     kept = history.merge(rewritten, on=["plant_id", "count_date"], how="left", indicator=True)
     kept = kept[kept["_merge"] == "left_only"].drop(columns="_merge")
-    rows = pd.concat([kept, new_rows], ignore_index=True) if not kept.empty else new_rows
+    return pd.concat([kept, new_rows], ignore_index=True) if not kept.empty else new_rows
+
+
+def _bom_accuracy(rows: pd.DataFrame, inputs: Inputs, plants: list[str], config: Config,
+                  as_of: pd.Timestamp) -> pd.DataFrame:
+    """BOM accuracy over the variance history as it will be after this run (`_variance_after`)."""
     scrap = variance.planned_scrap(inputs.bom, plants)
     return variance.bom_accuracy(rows, scrap, config, as_of=as_of)
 

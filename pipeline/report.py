@@ -29,6 +29,8 @@ TEMPLATE = "report_template.html"
 PARETO_BARS = 20  # items drawn in the Pareto chart; the table lists every item
 TOP_COUNTS = 100  # largest count variances listed
 QUARANTINE_ROWS = 500  # quarantined rows listed (the by-code totals count all of them)
+TOP_SUGGESTIONS = 15  # BOM-line suggestions listed and charted
+SUGGESTION_CONFIDENCE = 0.9  # the least confidence of a suggestion worth an analyst's look
 BOM_FLAGS = ("bom_qty_low", "bom_qty_high", "insufficient_counts", "ok")
 PLANT_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F7F7F", "#B8860B")
 SHORTAGE, SURPLUS, CUMULATIVE = "#C0392B", "#1F77B4", "#3D4852"
@@ -73,6 +75,7 @@ class PeriodData:
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)
     stock_exceptions: pd.DataFrame = field(default_factory=pd.DataFrame)
     released: pd.DataFrame = field(default_factory=pd.DataFrame)  # quarantined rows released since
+    bom_suggestions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 # ------------------------------------------------------------------ reading
@@ -111,6 +114,7 @@ def read_period(warehouse: str, start: dt.date, end: dt.date, *, plants: list[st
         bom_accuracy=wh.read("bom_accuracy", filters=plant_filter),
         runs=wh.read("runs", columns=["run_id", "status", "business_dates", "plants", "finished_at"]),
         stock_exceptions=wh.read("stock_exceptions", filters=period("count_date")),
+        bom_suggestions=wh.read("bom_suggestions", filters=plant_filter),
     )
 
 
@@ -211,6 +215,19 @@ def item_pareto(variance: pd.DataFrame) -> pd.DataFrame:
     g["share"] = g["abs_variance_value"] / total if total else 0.0
     g["cumulative_share"] = g["share"].cumsum()
     return g[columns].reset_index(drop=True)
+
+
+def top_suggestions(suggestions: pd.DataFrame, n: int = TOP_SUGGESTIONS,
+                    min_confidence: float = SUGGESTION_CONFIDENCE) -> pd.DataFrame:
+    """The BOM-line suggestions an analyst should look at first: confidence at least
+    `min_confidence`, largest relative change first (ties: plant, component, parent)."""
+    if suggestions.empty or "confidence" not in suggestions.columns:
+        return suggestions
+    good = suggestions[(suggestions["confidence"] >= min_confidence) & suggestions["change_pct"].notna()]
+    good = good.assign(_abs=good["change_pct"].abs()).sort_values(
+        ["_abs", "plant_id", "component_item_id", "parent_item_id"], ascending=[False, True, True, True],
+        kind="stable")
+    return good.drop(columns="_abs").head(n).reset_index(drop=True)
 
 
 def variance_trend(variance: pd.DataFrame, start: dt.date, end: dt.date) -> pd.DataFrame:
@@ -452,6 +469,49 @@ def pareto_svg(pareto: pd.DataFrame, *, bars: int = PARETO_BARS) -> str:
     parts.append(_legend(legend, left, 12))
     parts.append(f'<text x="14" y="{top_m + plot_h / 2:.0f}" transform="rotate(-90 14 {top_m + plot_h / 2:.0f})" '
                  f'text-anchor="middle" font-size="12" fill="#52606d">|net variance value|</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def suggestions_svg(top: pd.DataFrame) -> str:
+    """One bar per suggested BOM line: the suggested change of its quantity per unit, in %
+    (up: the line uses more than the BOM says, down: less)."""
+    if top.empty:
+        return '<div class="empty" data-chart="suggestions" data-bars="0">No confident suggestion.</div>'
+    width, height = 960, 360
+    left, right, top_m, bottom = 78, 24, 30, 110
+    plot_w, plot_h = width - left - right, height - top_m - bottom
+    values = top["change_pct"].astype("float64")
+    ticks = nice_ticks(min(0.0, float(values.min())), max(0.0, float(values.max())))
+    y_min, y_max = ticks[0], ticks[-1]
+    band = plot_w / len(top)
+
+    def y(value: float) -> float:
+        return top_m + (y_max - value) / (y_max - y_min) * plot_h
+
+    parts = _chart_start(width, height, f'data-chart="suggestions" data-bars="{len(top)}"',
+                         "Suggested change of BOM line quantities, in percent", ticks, y, left, plot_w)
+    parts.append("</g>")
+    for i, row in enumerate(top.to_dict("records")):
+        x = left + i * band
+        value = float(row["change_pct"])
+        colour = SHORTAGE if value > 0 else SURPLUS
+        y0, y1 = sorted((y(0.0), y(value)))
+        line = f"{row['parent_item_id']} → {row['component_item_id']}"
+        label = (f"{row['plant_id']} {line}: {_num(row['current_qty_per'], 4)} → "
+                 f"{_num(row['suggested_qty_per'], 4)} {row['uom']} per unit ({value:+.1f} %), "
+                 f"confidence {_pct(row['confidence'])}, {int(row['windows'])} windows")
+        parts.append(f'<rect class="bar" x="{x + band * 0.15:.1f}" y="{y0:.1f}" width="{band * 0.7:.1f}" '
+                     f'height="{max(0.5, y1 - y0):.1f}" fill="{colour}" data-parent="{_e(row["parent_item_id"])}" '
+                     f'data-component="{_e(row["component_item_id"])}" data-value="{_raw(value)}">'
+                     f"<title>{_e(label)}</title></rect>")
+        parts.append(f'<text class="axis" transform="translate({x + band / 2:.1f},{top_m + plot_h + 10}) rotate(-45)" '
+                     f'text-anchor="end" font-size="11">{_e(line)}</text>')
+    parts.append(f'<line class="zero" x1="{left}" x2="{left + plot_w}" y1="{y(0):.1f}" y2="{y(0):.1f}"/>')
+    parts.append(_legend([(SHORTAGE, "rect", "uses more than the BOM says"),
+                          (SURPLUS, "rect", "uses less than the BOM says")], left, 14))
+    parts.append(f'<text x="14" y="{top_m + plot_h / 2:.0f}" transform="rotate(-90 14 {top_m + plot_h / 2:.0f})" '
+                 f'text-anchor="middle" font-size="12" fill="#52606d">suggested change, %</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -734,7 +794,30 @@ this period). Actual usage = theoretical usage − variance. <b>bom_qty_low</b>:
 scrap % is probably too low. <b>bom_qty_high</b>: the reverse. <b>insufficient_counts</b>: fewer than 3
 counts so far. Realised scrap is the scrap % that would make the BOM match what was used.</p>
 {_table("bom-accuracy-table", columns, rows, note="flagged components first, largest deviation first")}
+{_suggestions_part(data)}
 </section>"""
+
+
+def _suggestions_part(data: PeriodData) -> str:
+    top = top_suggestions(data.bom_suggestions)
+    total = len(data.bom_suggestions)
+    columns = [Column("Plant", "plant_id"), Column("Parent", "parent_item_id"),
+               Column("Component", "component_item_id"), Column("UoM", "uom"),
+               Column("Current qty per", "current_qty_per", "qty", 4),
+               Column("Suggested qty per", "suggested_qty_per", "qty", 4),
+               Column("Change", "change_pct", "pct100", 1), Column("Confidence", "confidence", "pct", 1),
+               Column("Windows", "windows", "int"), Column("Produced", "produced_qty", "qty", 2),
+               Column("Component actual usage", "component_actual_usage_qty", "qty", 3)]
+    return f"""<h3 id="bom-suggestions">Suggested BOM lines</h3>
+<p class="how">When a component is used by several parents, the counts alone cannot say which BOM line is
+off. Per (plant, parent, component) line, the quantity per unit that best explains the counted usage over
+the component's last counts (least squares of each count window's actual usage on the units of each parent
+made there, pulled slightly toward the BOM quantity). Shown: lines with a confidence of at least
+{SUGGESTION_CONFIDENCE * 100:.0f} % (1 − standard error / suggested quantity), largest change first.
+Quantities per unit of parent, in the component's base unit, scrap included.</p>
+<figure>{suggestions_svg(top)}</figure>
+{_table("bom-suggestions-table", columns, top,
+        note=f"the {len(top):,} largest confident changes of {total:,} lines estimated")}"""
 
 
 def _quarantine_section(data: PeriodData, f: ReportFigures) -> str:

@@ -362,6 +362,25 @@ STOCK_EXCEPTIONS = pa_arrow.schema(
     ]
 )
 
+BOM_SUGGESTIONS = pa_arrow.schema(
+    [
+        ("parent_item_id", _str),
+        ("component_item_id", _str),
+        ("uom", _str),
+        ("windows", _i64),
+        ("component_windows", _i64),
+        ("produced_qty", _f64),
+        ("theoretical_usage_qty", _f64),
+        ("component_actual_usage_qty", _f64),
+        ("current_qty_per", _f64),
+        ("suggested_qty_per", _f64),
+        ("change_pct", _f64),
+        ("std_error", _f64),
+        ("confidence", _f64),
+        ("as_of", _ts),
+    ]
+)
+
 # dataset -> (Arrow schema of the file columns, partition columns in path order)
 OUTPUT_DATASETS: dict[str, tuple[pa_arrow.Schema, tuple[str, ...]]] = {
     "consumption": (CONSUMPTION, ("plant_id", "business_date")),
@@ -371,5 +390,6 @@ OUTPUT_DATASETS: dict[str, tuple[pa_arrow.Schema, tuple[str, ...]]] = {
     "stock_exceptions": (STOCK_EXCEPTIONS, ("plant_id", "count_date")),
     "quarantine": (QUARANTINE, ("table", "business_date")),
     "bom_accuracy": (BOM_ACCURACY, ("plant_id",)),
+    "bom_suggestions": (BOM_SUGGESTIONS, ("plant_id",)),
     "runs": (RUNS, ()),
 }

@@ -384,7 +384,8 @@ class CountWindows:
         self.usage = np.zeros(n)
         self.moved = np.zeros(n)
         self._requirements_of: pd.DataFrame | None = None
-        self._requirements: tuple[np.ndarray, ...] = (np.zeros(0, dtype="int64"),) * 6
+        self._requirements: tuple[np.ndarray, ...] = (np.zeros(0, dtype="int64"),) * 7
+        self.parents = ParentFlows()
         has_window = counts["previous_counted_at"].notna().to_numpy()
         self.finder = _WindowFinder(counts, has_window, items) if has_window.any() else None
         self.collecting: np.ndarray | None = None  # per count: are its window's events kept
@@ -438,6 +439,7 @@ class CountWindows:
         copy.moved = np.zeros(len(other.moved))
         copy._requirements_of, copy._requirements = None, other._requirements
         copy.collecting, copy._events = other.collecting, []
+        copy.parents = ParentFlows()
         return copy
 
     def add_completions(self, completions: pd.DataFrame, requirements: pd.DataFrame) -> None:
@@ -459,7 +461,9 @@ class CountWindows:
         if ids is not None:
             self._record(received, times, good, EVENT_RECEIPT, ids)
 
-        first_line, lines, req_component, req_qpu, req_qpo, req_used = self._counted_requirements(requirements)
+        first_line, lines, req_component, req_qpu, req_qpo, req_used, req_share = \
+            self._counted_requirements(requirements)
+        parent = finder.item_codes(completions["item_id"])
         keys = completions["key"].to_numpy(dtype="int64")
         known = (keys >= 0) & (keys < len(lines))
         qty = (completions["qty_good"] + completions["qty_scrap"]).to_numpy(dtype="float64")
@@ -482,6 +486,10 @@ class CountWindows:
             if ids is not None:
                 self._record(window, times[part][row], -flow, np.where(used, EVENT_USAGE, EVENT_BY_PRODUCT),
                              ids.iloc[start:start + _CHUNK_ROWS].iloc[row])
+            # per (window, parent item): the units made and the usage they drew (BOM-line suggestions)
+            made = (window >= 0) & used & (parent[part][row] >= 0)
+            self.parents.add(window[made], parent[part][row][made], qty[part][row][made] * req_share[line][made],
+                             (qty[part][row] * req_qpu[line])[made], (orders[part][row] * req_qpo[line])[made])
 
     def _counted_requirements(self, requirements: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """Per key code, its first line and number of lines; per line, its component code and
@@ -501,16 +509,35 @@ class CountWindows:
                 else np.zeros(len(req))
             qpu = req["qty_per_unit"].to_numpy(dtype="float64")
             used = (qpu > 0) | ((qpu == 0) & (per_order > 0))  # as consumption.consumed
+            # a key with two used lines of one component (two phantom paths) makes its units once
+            lines_of = pd.Series(used.astype("int64")).groupby(
+                [req["key"].to_numpy(), req["component"].to_numpy()]).transform("sum").to_numpy()
+            share = np.where(used, 1.0 / np.maximum(lines_of, 1), 0.0)
             self._requirements = (first, np.searchsorted(keys, np.arange(size), side="right") - first,
                                   req["component"].to_numpy(dtype="int64"), req["qty_per_unit"].to_numpy(dtype="float64"),
-                                  per_order, used)
+                                  per_order, used, share)
         return self._requirements
 
-    def add(self, counts: np.ndarray, receipts: np.ndarray, usage: np.ndarray) -> None:
+    def add(self, counts: np.ndarray, receipts: np.ndarray, usage: np.ndarray,
+            parents: tuple[np.ndarray, ...] | None = None) -> None:
         """Add sums made by another `CountWindows` of the same counts (another process's), given
-        for some counts (positions in `counts`) only."""
+        for some counts (positions in `counts`) only; parents: its `ParentFlows.take()`."""
         np.add.at(self.receipts, counts, receipts)
         np.add.at(self.usage, counts, usage)
+        if parents is not None:
+            self.parents.add(*parents)
+
+    def parent_flows(self) -> pd.DataFrame:
+        """count_id, parent_item_id, units (qty_good + qty_scrap of the parent made at the count's
+        place in its window, whose explosion uses the counted item), unit_usage (their per-unit
+        usage of it), order_usage (fixed quantities per order): one row per (count, parent)."""
+        window, parent, units, unit_usage, order_usage = self.parents.summed()
+        items = self.finder.items if self.finder is not None else pd.Index([], dtype="object")
+        return pd.DataFrame({
+            "count_id": pd.Series(self.count_ids).take(window).to_numpy() if len(window) else
+            pd.Series([], dtype="str"),
+            "parent_item_id": np.asarray(items, dtype=object)[parent] if len(parent) else pd.Series([], dtype="str"),
+            "units": units, "unit_usage": unit_usage, "order_usage": order_usage})
 
     def add_movements(self, movements: pd.DataFrame) -> None:
         """movements: plant_id, location_id, item_id, moved_at, qty (accepted, in base units)."""
@@ -526,6 +553,46 @@ class CountWindows:
         """count_id, movements_qty, receipts_qty, usage_qty (0 where a count has no window)."""
         return pd.DataFrame({"count_id": self.count_ids, "movements_qty": self.moved, "receipts_qty": self.receipts,
                              "usage_qty": self.usage})
+
+
+_PARENT_COMPACT_ROWS = 2_000_000  # gathered (window, parent) rows before they are summed again
+
+
+class ParentFlows:
+    """Sums per (count window, parent item code): units made, per-unit usage, per-order usage."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.rows = 0
+
+    def add(self, window: np.ndarray, parent: np.ndarray, units: np.ndarray, unit_usage: np.ndarray,
+            order_usage: np.ndarray) -> None:
+        if not len(window):
+            return
+        self.parts.append(_summed_by_pair(window, parent, units, unit_usage, order_usage))
+        self.rows += len(self.parts[-1][0])
+        if self.rows > _PARENT_COMPACT_ROWS and len(self.parts) > 1:
+            self.parts = [self.summed()]
+            self.rows = len(self.parts[0][0])
+
+    def summed(self) -> tuple[np.ndarray, ...]:
+        if not self.parts:
+            return (np.zeros(0, dtype="int64"),) * 2 + (np.zeros(0),) * 3
+        both = [np.concatenate([p[i] for p in self.parts]) for i in range(5)]
+        return _summed_by_pair(*both)
+
+    def take(self) -> tuple[np.ndarray, ...]:
+        """The sums, and an empty start (a bucket's partial, sent to the merging process)."""
+        out = self.summed()
+        self.parts, self.rows = [], 0
+        return out
+
+
+def _summed_by_pair(window: np.ndarray, parent: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    pair = window.astype("int64") * (2**31) + parent.astype("int64")
+    unique, inverse = np.unique(pair, return_inverse=True)
+    sums = [np.bincount(inverse, weights=v, minlength=len(unique)) for v in values]
+    return (unique // (2**31), unique % (2**31), *sums)
 
 
 def window_flows(
@@ -804,3 +871,128 @@ def planned_scrap(bom_table: pd.DataFrame, plants: list[str]) -> pd.DataFrame:
     used = bom.plant_lines(lines, plants)
     out = used.groupby(["plant_id", "component_item_id"], as_index=False)["scrap_pct"].mean()
     return out.rename(columns={"component_item_id": "item_id", "scrap_pct": "planned_scrap_pct"})
+
+
+# ------------------------------------------------------------------ BOM-line suggestions (issue 16.6)
+
+SUGGESTION_RIDGE = 0.01  # λ: the BOM quantity's weight as a prior, relative to each line's own evidence
+_SUGGESTION_COLUMNS = [
+    "parent_item_id", "component_item_id", "uom", "windows", "component_windows", "produced_qty",
+    "theoretical_usage_qty", "component_actual_usage_qty", "current_qty_per", "suggested_qty_per",
+    "change_pct", "std_error", "confidence", "as_of",
+]
+
+
+def bom_suggestions(
+    variance_rows: pd.DataFrame, parent_flows: pd.DataFrame, config: Config, *, as_of: pd.Timestamp,
+    ridge: float = SUGGESTION_RIDGE,
+) -> pd.DataFrame:
+    """Per (plant, parent, component): the quantity per unit of parent that best explains the
+    counted usage of the component over its last `config.bom_accuracy_counts` checked counts (the
+    counts `bom_accuracy` pools).
+
+    For a component with windows w (counts, all locations) and parents p (items whose explosion
+    uses it, made at the counted location in the window): y_w = actual usage (theoretical usage −
+    variance) less the fixed per-order quantities drawn in the window; x_wp = units of p made;
+    b0_p = the line's current quantity per unit as the explosion drew it (Σ per-unit usage / Σ
+    units over the windows). The suggestion b minimises
+
+        ||y − X b||² + λ Σ_p s_p (b_p − b0_p)²,   s_p = Σ_w x_wp²,  λ = `ridge` (SUGGESTION_RIDGE),
+
+    a ridge toward the BOM whose weight is a fixed fraction of each line's own evidence (unit
+    free). It is solved in its dual form, a (windows × windows) system per component, stacked:
+    b = b0 + Λ⁻¹ Xᵀ (I + X Λ⁻¹ Xᵀ)⁻¹ (y − X b0), so lines without enough windows to tell them
+    apart stay near their BOM quantity. std_error: √(σ² [(XᵀX + Λ)⁻¹]_pp), σ² = residual sum of
+    squares / (windows − lines); confidence = max(0, 1 − std_error / |b_p|), 0 when the
+    component has no more windows than lines (the fit could be exact whatever the truth: the
+    windows cannot tell the lines apart, the ridge only keeps them near their BOM quantity).
+    """
+    rows = variance_rows[(variance_rows["status"] != "baseline") & variance_rows["backflushed"].astype(bool)
+                         & (variance_rows["theoretical_usage_qty"] > 0)]
+    if rows.empty or parent_flows.empty:
+        return _empty_suggestions()
+    rows = rows.sort_values(["plant_id", "item_id", "counted_at", "count_id"], kind="stable")
+    rows = rows.groupby(["plant_id", "item_id"], sort=False).tail(max(1, config.bom_accuracy_counts))
+    flows = parent_flows[parent_flows["units"] > 0].merge(
+        rows[["count_id", "plant_id", "item_id"]], on="count_id", how="inner")
+    # windows whose flows this run did not see (a count older than the inputs read) tell nothing
+    rows = rows[rows["count_id"].isin(flows["count_id"])]
+    if rows.empty:
+        return _empty_suggestions()
+    fixed = flows.groupby("count_id")["order_usage"].sum()
+    rows = rows.assign(actual=(rows["theoretical_usage_qty"] - rows["variance_qty"]).to_numpy(dtype="float64"),
+                       y=lambda r: r["actual"] - r["count_id"].map(fixed).fillna(0.0))
+    group_keys = rows[["plant_id", "item_id"]].drop_duplicates().reset_index(drop=True)
+    gindex = pd.MultiIndex.from_frame(group_keys)
+    rows = rows.assign(g=gindex.get_indexer(pd.MultiIndex.from_frame(rows[["plant_id", "item_id"]])))
+    rows = rows.assign(w=rows.groupby("g").cumcount())
+    k, width = len(group_keys), int(rows["w"].max()) + 1
+    flows = flows.merge(rows[["count_id", "g", "w"]], on="count_id", how="inner")
+    flows = flows.assign(units2=flows["units"].to_numpy(dtype="float64") ** 2)
+    lines = flows.groupby(["g", "parent_item_id"], as_index=False).agg(
+        windows=("w", "size"), produced_qty=("units", "sum"), theoretical_usage_qty=("unit_usage", "sum"),
+        s=("units2", "sum"))
+    # a line of fixed quantities only (nothing per unit) has no quantity per unit to suggest: its
+    # per-order quantities are taken off y above, its units are no regressor
+    lines = lines[lines["theoretical_usage_qty"] > 0].reset_index(drop=True)
+    if lines.empty:
+        return _empty_suggestions()
+    line_of = pd.MultiIndex.from_frame(lines[["g", "parent_item_id"]]).get_indexer(
+        pd.MultiIndex.from_frame(flows[["g", "parent_item_id"]]))
+    flows = flows[line_of >= 0]
+    line_of = line_of[line_of >= 0]
+    n = len(lines)
+    gl = lines["g"].to_numpy(dtype="int64")
+    b0 = lines["theoretical_usage_qty"].to_numpy() / lines["produced_qty"].to_numpy()
+    lam = ridge * lines["s"].to_numpy()
+    x = np.zeros((n, width))  # each line's units per window of its component
+    x[line_of, flows["w"].to_numpy(dtype="int64")] = flows["units"].to_numpy(dtype="float64")
+    y = np.zeros((k, width))
+    y[rows["g"].to_numpy(), rows["w"].to_numpy()] = rows["y"].to_numpy(dtype="float64")
+    present = np.zeros((k, width), dtype=bool)
+    present[rows["g"].to_numpy(), rows["w"].to_numpy()] = True
+    fitted0 = np.zeros((k, width))
+    np.add.at(fitted0, gl, x * b0[:, None])
+    m = np.zeros((k, width, width))  # X Λ⁻¹ Xᵀ per component
+    np.add.at(m, gl, np.einsum("li,lj->lij", x, x) / lam[:, None, None])
+    inv = np.linalg.inv(m + np.eye(width)[None, :, :])  # padded windows: a row of the identity
+    alpha = np.einsum("kij,kj->ki", inv, y - fitted0)
+    b = b0 + np.einsum("li,li->l", x, alpha[gl]) / lam
+    fitted = np.zeros((k, width))
+    np.add.at(fitted, gl, x * b[:, None])
+    sse = np.where(present, (y - fitted) ** 2, 0.0).sum(axis=1)
+    # residual degrees of freedom: windows − lines. Not the ridge's effective parameters (the trace of
+    # M (I+M)⁻¹), which treat a line the windows cannot tell from another as known from its prior
+    dof = present.sum(axis=1) - np.bincount(gl, minlength=k)
+    sigma2 = np.where(dof >= 1, sse / np.maximum(dof, 1), np.nan)
+    quad = np.einsum("li,lij,lj->l", x, inv[gl], x)
+    variance_b = np.maximum(1.0 / lam - quad / lam**2, 0.0) * sigma2[gl]
+    se = np.sqrt(variance_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        confidence = np.where(np.isfinite(se) & (b != 0), np.clip(1.0 - se / np.abs(b), 0.0, 1.0), 0.0)
+    uom = rows.groupby("g")["uom"].last()
+    actual = rows.groupby("g")["actual"].sum()
+    count = rows.groupby("g").size()
+    out = pd.DataFrame({
+        "plant_id": group_keys["plant_id"].to_numpy()[gl],
+        "parent_item_id": lines["parent_item_id"].to_numpy(),
+        "component_item_id": group_keys["item_id"].to_numpy()[gl],
+        "uom": uom.reindex(gl).to_numpy(),
+        "windows": lines["windows"].to_numpy(dtype="int64"),
+        "component_windows": count.reindex(gl).to_numpy(dtype="int64"),
+        "produced_qty": lines["produced_qty"].to_numpy(),
+        "theoretical_usage_qty": lines["theoretical_usage_qty"].to_numpy(),
+        "component_actual_usage_qty": actual.reindex(gl).to_numpy(),
+        "current_qty_per": b0,
+        "suggested_qty_per": b,
+        "change_pct": np.where(b0 != 0, (b / np.where(b0 != 0, b0, 1.0) - 1.0) * 100.0, np.nan),
+        "std_error": se,
+        "confidence": confidence,
+    })
+    out["as_of"] = as_of
+    return out.sort_values(["plant_id", "component_item_id", "parent_item_id"]).reset_index(drop=True)
+
+
+def _empty_suggestions() -> pd.DataFrame:
+    columns = {f.name: pd.Series([], dtype="object") for f in schemas.BOM_SUGGESTIONS}
+    return pd.DataFrame({"plant_id": pd.Series([], dtype="str"), **columns})

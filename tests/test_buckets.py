@@ -26,7 +26,7 @@ from tests.landing import make_landing, write_table
 
 START = dt.date(2026, 1, 5)
 DAYS = 6
-DATASETS = ["consumption", "adjustments", "postings", "variance", "bom_accuracy", "quarantine"]
+DATASETS = ["consumption", "adjustments", "postings", "variance", "bom_accuracy", "bom_suggestions", "quarantine"]
 VOLATILE = ["run_id", "posting_id", "posted_at", "computed_at", "as_of"]  # differ between any two runs
 
 

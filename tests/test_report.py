@@ -196,7 +196,7 @@ def test_report_for_one_plant_keeps_master_data_rejects(warehouse: Path, tmp_pat
 def test_page_is_self_contained(report: tuple) -> None:
     page = report[0].read_text(encoding="utf-8")
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)
-    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg"] * 2  # SVG namespaces
+    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg"] * 3  # SVG namespaces
     assert "url(" not in page and "@import" not in page
     assert len(page) < 1_000_000
 
@@ -207,8 +207,9 @@ def test_page_renders_offline_in_chromium_with_the_figures(warehouse: Path, repo
     assert dom.body.get("data-report-ready") == "1"  # the inline script ran to its end
     assert int(dom.body["data-sortable-tables"]) >= 6
     charts = {s["data-chart"]: s for s in dom.svgs if "data-chart" in s}
-    assert charts.keys() == {"pareto", "trend"}
-    assert int(charts["pareto"]["data-bars"]) == dom.bars == 20
+    assert charts.keys() == {"pareto", "trend", "suggestions"}
+    assert int(charts["pareto"]["data-bars"]) == 20
+    assert int(charts["pareto"]["data-bars"]) + int(charts["suggestions"]["data-bars"]) == dom.bars
     assert charts["trend"]["data-lines"] == "3"
 
     expected = independent_figures(warehouse, START, END)
