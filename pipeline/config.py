@@ -64,6 +64,8 @@ class Config:
     bucket_rows: int = 300_000
     workers: int = 2  # processes digesting buckets when there are several (1: all in the run's own process)
     spill_dir: str | None = None  # where buckets are spilled (default: the system's temporary folder)
+    # a run for some dates reads only the landing files that can change what it writes (pipeline.landing)
+    prune_landing: bool = True
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed; None values are ignored."""

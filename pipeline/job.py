@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipeline import __version__, buckets, consumption, ledger, sources, variance
+from pipeline import __version__, buckets, consumption, landing, ledger, sources, variance
 from pipeline import workers as workers_
 from pipeline.config import Config
 from pipeline.progress import SILENT, Progress
@@ -69,29 +69,29 @@ class RunInputs:
 
     inputs: Inputs
     completions: buckets.CompletionTotals
+    manifest: landing.Manifest | None = None  # of the landing files, published with the run's outputs
+    files_read: dict[str, int] = field(default_factory=dict)  # completion and movement files read
+    files_skipped: dict[str, int] = field(default_factory=dict)  # ... and pruned
 
     @property
     def plants(self) -> pd.DataFrame:
         return self.inputs.plants
 
 
-def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunInputs:
+def read_inputs(config: Config, dates: Sequence[dt.date] | None = None,
+                plants: Sequence[str] | None = None) -> RunInputs:
     """Read and validate every input table from the configured source; completions a bucket at a time.
 
+    A landing folder given the dates to process is pruned (`pipeline.landing`): of completions and
+    movements only the files that can change what those dates write are read. `plants`: only rows
+    of these plants are read of completions, movements and counts (filtered in the scan).
     A SQL source given the dates to process pulls only what they need: completions and movements
     from the look-back window (and, for completions, every version recorded after the last run's
     watermark), widened to the oldest previous count of the counts those dates reconcile; master
     data and counts whole.
     """
     if config.sql is None:
-        files = sources.landing_files(config.landing)
-        # completions are split into buckets on worker processes while the master data is read here
-        with _spiller(config, buckets.raw_files(files["completions"])) as spiller:
-            if spiller.large:  # the split's workers and a large master read would add their peaks
-                spiller.spilled()
-            tables = sources.lazy_landing_files(config.landing, skip=["completions"])
-            return _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones),
-                               spiller)
+        return _read_landing(config, dates, sorted(set(plants)) if plants else None)
     if not dates:
         raw = sources.read_sql_tables(config.sql)
         with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
@@ -112,6 +112,48 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None) -> RunIn
             with _spiller(config, buckets.raw_files(raw["completions"])) as spiller:
                 return _summarised(config, loader, spiller)
         since = oldest.floor("D")
+
+
+def _read_landing(config: Config, dates: Sequence[dt.date] | None, plants: list[str] | None) -> RunInputs:
+    """The landing folder's inputs: pruned when dates are given and every plant of the run has run
+    before (a plant's first run records the fingerprint of every date it sees: it reads all)."""
+    warehouse = Warehouse(config.warehouse)
+    listed = sources.landing_files(config.landing)
+    manifest = landing.survey(listed, warehouse)
+    files = landing.with_plants(listed, manifest, plants)
+    if dates and config.prune_landing:
+        ran = _plants_that_ran(warehouse)
+        if ran and (not (plants or config.plants) or set(plants or config.plants) <= ran):
+            tables = sources.lazy_landing_files(files, skip=["completions"], plants=plants)
+            loader = sources.InputLoader(tables, timezone_overrides=config.plant_timezones, movements_later=True)
+            scope_plants = plants or list(config.plants) or None
+            known = set(loader.zones["plant_id"]) | manifest.plants()
+            if scope_plants is not None or known <= ran:
+                lo, hi = landing.flow_span(config, dates, loader.stock_counts, scope_plants)
+                choice = landing.choose(manifest, files, lo, hi, plants)
+                log.info("landing pruned to flows in %s .. %s: files read %s, skipped %s", lo, hi,
+                         choice.read, choice.skipped)
+                loader.add_known(choice.unread_plants, choice.unread_sites)
+                loader.add_movements(sources.lazy_landing_files(
+                    {"movements": choice.files["movements"]}, plants=plants)["movements"])
+                with _spiller(config, buckets.raw_files(choice.files["completions"], plants)) as spiller:
+                    read = _summarised(config, loader, spiller)
+                read.manifest, read.files_read, read.files_skipped = manifest, choice.read, choice.skipped
+                return read
+    # completions are split into buckets on worker processes while the master data is read here
+    with _spiller(config, buckets.raw_files(files["completions"], plants)) as spiller:
+        if spiller.large:  # the split's workers and a large master read would add their peaks
+            spiller.spilled()
+        tables = sources.lazy_landing_files(files, skip=["completions"], plants=plants)
+        read = _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones), spiller)
+    read.manifest = manifest
+    read.files_read = {t: len(files[t]) for t in landing.FLOWS}
+    return read
+
+
+def _plants_that_ran(warehouse: Warehouse) -> set[str]:
+    runs = warehouse.read("runs", columns=["status", "plants"])
+    return {str(p) for plants in runs.loc[runs["status"] == "ok", "plants"] for p in plants}
 
 
 def _spiller(config: Config, files: list[buckets.RawFile]) -> buckets.Spiller:
@@ -195,7 +237,7 @@ def run_dates(
     progress = progress or SILENT
     if inputs is None:
         progress.stage("read", source="sql" if config.sql is not None else config.landing)
-        inputs = read_inputs(config, dates)
+        inputs = read_inputs(config, dates, plants)
     run_inputs = summarised(inputs)
     scope_plants = plants_in_scope(run_inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
@@ -215,6 +257,8 @@ def run_dates(
         try:
             result = _process(config, run_inputs, warehouse, txn, scope, requested, scope_plants,
                               fingerprints, history, run_id, started, command, progress)
+            if run_inputs.manifest is not None:  # published with the outputs, or not at all
+                run_inputs.manifest.stage(txn, run_id)
             progress.stage("commit" if not dry_run else "dry-run: nothing written", files=len(txn.moves))
             result.dry_run = dry_run
             if dry_run:
@@ -638,7 +682,7 @@ def backfill(
     dates = date_range(start, end)
     progress = progress or SILENT
     progress.stage("read", source="sql" if config.sql is not None else config.landing)
-    inputs = read_inputs(config, dates)
+    inputs = read_inputs(config, dates, plants)
     results: list[RunResult] = []
     step = max(1, config.date_batch_days)
     for i in range(0, len(dates), step):
