@@ -151,6 +151,28 @@ def _read_landing(config: Config, dates: Sequence[dt.date] | None, plants: list[
     return read
 
 
+@dataclass
+class KnownPlants:
+    """The plants a landing names, with their time zones (`known_plants`)."""
+
+    plants: pd.DataFrame
+
+
+def known_plants(config: Config) -> KnownPlants | RunInputs:
+    """The plants of the inputs and their time zones, as a full read finds them, without one: the
+    plants table and the BOM, and the plants of every landing file of completions, movements and
+    counts from the warehouse's manifest (a file it does not know yet has its plant, id and time
+    columns read). A SQL source is read as before."""
+    if config.sql is not None:
+        return read_inputs(config)
+    files = sources.landing_files(config.landing)
+    manifest = landing.survey(files, Warehouse(config.warehouse))
+    master = sources.lazy_landing_files({t: files[t] for t in ("plants", "bom")})
+    loader = sources.InputLoader(master, timezone_overrides=config.plant_timezones, movements_later=True)
+    loader.add_known(manifest.plants(), pd.DataFrame({"plant_id": [], "location_id": []}))
+    return KnownPlants(plants=loader.zones)
+
+
 def _plants_that_ran(warehouse: Warehouse) -> set[str]:
     runs = warehouse.read("runs", columns=["status", "plants"])
     return {str(p) for plants in runs.loc[runs["status"] == "ok", "plants"] for p in plants}
@@ -207,7 +229,7 @@ def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:
     return None if done.empty else done.max()
 
 
-def plants_in_scope(inputs: Inputs | RunInputs, requested: Sequence[str] | None, config: Config) -> list[str]:
+def plants_in_scope(inputs: Inputs | RunInputs | KnownPlants, requested: Sequence[str] | None, config: Config) -> list[str]:
     """The plants a run processes: those asked for, else the configured ones, else every plant seen."""
     if requested:
         return sorted(set(requested))
@@ -691,4 +713,4 @@ def backfill(
     return results
 
 
-__all__ = ["RunResult", "backfill", "date_range", "run_dates", "read_inputs"]
+__all__ = ["RunResult", "backfill", "date_range", "known_plants", "run_dates", "read_inputs"]

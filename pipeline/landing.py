@@ -18,10 +18,12 @@ writes (`choose`):
   dates touch (a count's window reaches back to the previous count of its key: its flows count);
 - files with a row that has no readable plant or event time (its quarantine row is written to the
   run's date by every run);
-- the closure under ids: a file whose id range meets the id range of a file read, since every
-  version of an id that is read must be read with it (the latest version wins; two movements with
-  one id are a DUPLICATE_ID) - for completions only when the file holds a version at least as new
-  as the oldest version read (an older one can neither win nor tie).
+- the closure under ids: every version of an id of those files must be read with it (the latest
+  version wins; two movements with one id are a DUPLICATE_ID): for completions a file whose id
+  range meets the id range of a file chosen and that holds a version at least as new as the
+  oldest version chosen (an older one can neither win nor tie); for movements a file that shares
+  an id hash with a file chosen. An id of a file added this way that has no row in the span is
+  dated outside it, whatever its latest version: the closure takes one step.
 
 Master data and stock counts are read whole (a count's previous count may be of any age). A
 pruned read adds the plants and sites of the files it did not read (from the manifest), so that
@@ -297,48 +299,43 @@ def choose(manifest: Manifest, files: Files, lo: pd.Timestamp, hi: pd.Timestamp,
 
 
 def _close_completions(frame: pd.DataFrame, need: np.ndarray, holds: np.ndarray) -> None:
-    """Add to `need` every completion file that may hold a version, as new as the oldest version
-    read, of an id read: its id range meets the range of a file read (ids ordered as strings)."""
+    """Add to `need` every completion file that may hold a version, as new as the oldest version of
+    the files chosen so far, of an id of theirs: its id range meets theirs (ids ordered as strings).
+
+    One pass: the rows that matter are those of the chosen files (which hold every row in the span);
+    an id of an added file without a version in the span is dated outside it whatever its latest
+    version, so the added files' own ids need no closure of their own."""
     mine = (frame["table"] == "completions").to_numpy(dtype=bool) & frame["min_id"].notna().to_numpy(dtype=bool) \
         & holds
+    chosen = need & mine
+    rest = np.flatnonzero(~need & mine)
+    oldest = frame.loc[chosen, "min_version"].min()
+    if not chosen.any() or not len(rest) or pd.isna(oldest):
+        return
     low, high = frame["min_id"].to_numpy(dtype=object), frame["max_id"].to_numpy(dtype=object)
-    newest = frame["max_version"]
-    while True:
-        chosen = need & mine
-        rest = np.flatnonzero(~need & mine)
-        if not chosen.any() or not len(rest):
-            return
-        starts, ends = _merged(low[chosen], high[chosen])
-        at = np.searchsorted(starts, high[rest], side="right") - 1
-        hit = at >= 0
-        hit[hit] = ends[at[hit]] >= low[rest][hit]
-        oldest = frame.loc[chosen, "min_version"].min()
-        if pd.isna(oldest):
-            return
-        hit &= (newest.iloc[rest] >= oldest).to_numpy(dtype=bool)
-        if not hit.any():
-            return
-        need[rest[hit]] = True
+    starts, ends = _merged(low[chosen], high[chosen])
+    at = np.searchsorted(starts, high[rest], side="right") - 1
+    hit = at >= 0
+    hit[hit] = ends[at[hit]] >= low[rest][hit]
+    hit &= (frame["max_version"].iloc[rest] >= oldest).to_numpy(dtype=bool)
+    need[rest[hit]] = True
 
 
 def _close_movements(frame: pd.DataFrame, need: np.ndarray, holds: np.ndarray) -> None:
-    """Add to `need` every movement file that holds an id of a file read (two rows with one id are
-    judged together: identical repeats collapse, others are DUPLICATE_ID), by the files' id hashes."""
+    """Add to `need` every movement file that holds an id of a file chosen so far (two rows with one
+    id are judged together: identical repeats collapse, others are DUPLICATE_ID), by the files' id
+    hashes; one pass, as for completions."""
     mine = (frame["table"] == "movements").to_numpy(dtype=bool) & holds
+    chosen = np.flatnonzero(need & mine)
+    rest = np.flatnonzero(~need & mine)
+    if not len(chosen) or not len(rest):
+        return
     hashes = [np.frombuffer(h, dtype=np.uint64) if isinstance(h, bytes) else np.zeros(0, dtype=np.uint64)
               for h in frame["id_hashes"]]
-    while True:
-        chosen = np.flatnonzero(need & mine)
-        rest = np.flatnonzero(~need & mine)
-        if not len(chosen) or not len(rest):
-            return
-        read = np.unique(np.concatenate([hashes[i] for i in chosen]))
-        pool = np.concatenate([hashes[i] for i in rest])
-        owner = np.repeat(rest, [len(hashes[i]) for i in rest])
-        hit = np.unique(owner[np.isin(pool, read)])
-        if not len(hit):
-            return
-        need[hit] = True
+    read = np.unique(np.concatenate([hashes[i] for i in chosen]))
+    pool = np.concatenate([hashes[i] for i in rest])
+    owner = np.repeat(rest, [len(hashes[i]) for i in rest])
+    need[np.unique(owner[np.isin(pool, read)])] = True
 
 
 def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

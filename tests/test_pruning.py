@@ -223,3 +223,49 @@ def test_hive_date_folders_are_read(tmp_path: Path) -> None:
     usage = read(tmp_path, "consumption")
     # 4 + 1 FG made, 2 kg of RM each: 10 kg
     assert usage.loc[usage["component_item_id"] == "RM", "qty"].sum() == pytest.approx(10.0)
+
+
+def test_planning_knows_the_plants_and_zones_of_a_full_read_without_one(
+        generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    landing_dir = tmp_path / "landing"
+    _drop(generated, landing_dir, START + dt.timedelta(days=DAYS - 1))
+    config = _config(tmp_path, landing_dir, True)
+    full = job.read_inputs(config).plants  # the independent method: every file read
+    job.run_dates(config, [START + dt.timedelta(days=DAYS - 1)])  # the manifest is published
+    opened: list[str] = []
+    real = sources.read_file
+    monkeypatch.setattr(sources, "read_file", lambda path: opened.append(str(path)) or real(path))
+    planned = job.known_plants(config).plants
+    pd.testing.assert_frame_equal(planned.reset_index(drop=True), full.reset_index(drop=True))
+    assert set(planned["plant_id"]) == {"P1", "P2"}
+    assert not [p for p in opened if any(f"/{t}/" in p for t in DAILY)]  # no flow file read whole
+
+
+def test_a_plant_run_reads_only_that_plants_rows(tmp_path: Path) -> None:
+    """--plant P2: rows of P1 are dropped in the scan; ' P2 ' is P2 once stripped, and a row without
+    a plant is kept (every run quarantines it)."""
+    from tests.landing import completion, make_landing
+
+    items = [
+        {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true",
+         "uom_decimals": 0},
+        {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true",
+         "uom_decimals": 3},
+    ]
+    rows = [completion("C1", "FG", 4), completion("C2", "FG", 3, plant="P2"),
+            completion("C3", "FG", 2, plant=" P2 "), completion("C4", "FG", 1, plant=""),
+            completion("C5", "FG", 5, plant="P1")]
+    landing_dir = make_landing(tmp_path, items=items,
+                               bom=[{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 2}],
+                               completions=rows)
+    config = load_config(None, landing=str(landing_dir), warehouse=str(tmp_path / "wh"))
+    stats = job.read_inputs(config, [dt.date(2026, 3, 2)], plants=["P2"]).inputs.stats["completions"]
+    # read: C2, C3 (P2 once stripped) and C4 (no plant); C1 and C5 are P1's
+    assert stats.read == 3
+    job.run_dates(config, [dt.date(2026, 3, 2)], plants=["P2"])
+    usage = Warehouse(config.warehouse).read("consumption")
+    assert set(usage["plant_id"]) == {"P2"}
+    # (3 + 2) FG made at P2, 2 kg of RM each: 10 kg
+    assert usage.loc[usage["component_item_id"] == "RM", "qty"].sum() == pytest.approx(10.0)
+    quarantine = Warehouse(config.warehouse).read("quarantine")
+    assert list(quarantine["source_key"]) == ["C4"]  # the row without a plant, as a full read has it
