@@ -134,8 +134,13 @@ def plant_mask(values: pd.Series | pa.Array | pa.ChunkedArray, plants: Iterable[
     or the value is missing or blank (such a row is quarantined without a plant, by every run)."""
     wanted = pa.array(sorted(set(plants)), pa.string())
     if isinstance(values, pd.Series):
-        values = pa.array(values.astype("object").where(values.notna(), None).map(
-            lambda v: v if isinstance(v, str) else str(v), na_action="ignore"), pa.string())
+        if _is_arrow_text(values):
+            values = _arrow(values)
+        else:
+            try:
+                values = pa.array(values, pa.string(), from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers, or mixed values: as coercion writes them
+                values = pa.array(values.astype("str").where(values.notna()), pa.string(), from_pandas=True)
     elif not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
         values = pc.cast(values, pa.string())
     stripped = pc.utf8_trim_whitespace(values)
