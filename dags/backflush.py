@@ -1,7 +1,7 @@
 """Backflush reconciliation under Airflow: a nightly run per business date and a run per landing drop.
 
 Both DAGs are thin: every task calls the `pipeline` functions the `backflush` command uses
-(`load_config`, `read_inputs`, `plants_in_scope`, `run_dates`), and which business dates a run
+(`load_config`, `known_plants`, `plants_in_scope`, `run_dates`), and which business dates a run
 processes is decided by `pipeline.schedule` (no Airflow import, unit-tested for every run type).
 Each plant is its own mapped task instance: plants share nothing but the warehouse, whose per-plant
 lock and all-or-nothing commit make them safe to run in parallel on any executor.
@@ -114,7 +114,7 @@ def plants_to_process(plan: dict[str, Any]) -> list[dict[str, Any]]:
     path = config_path()
     with failures_classified():
         config = load_config(path)
-        inputs = job.read_inputs(config)
+        inputs = job.known_plants(config)  # the plants table and the manifest, not a full read
         plants = job.plants_in_scope(inputs, run_plan.plants or None, config)
         zones = dict(zip(inputs.plants["plant_id"], inputs.plants["timezone"], strict=True))
         out = []

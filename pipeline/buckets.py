@@ -36,6 +36,8 @@ from pipeline.sources import (
     CompletionBatch,
     CompletionSummary,
     empty_quarantine,
+    keep_plants,
+    keep_plants_arrow,
     key_hashes,
     read_file,
     read_file_chunks,
@@ -333,11 +335,14 @@ class _DemandSums:
 class RawFile:
     """One completion file (or a frame already read, from SQL), read in chunks when it is spilled."""
 
-    def __init__(self, source: str, path: Path | None = None, frame: pd.DataFrame | None = None) -> None:
+    def __init__(self, source: str, path: Path | None = None, frame: pd.DataFrame | None = None,
+                 plants: Sequence[str] | None = None) -> None:
         self.source, self.path, self.frame = source, path, frame
+        self.plants = plants  # only rows that may be of these plants are kept (`sources.keep_plants`)
 
     def read(self) -> pd.DataFrame:
-        return self.frame if self.frame is not None else read_file(self.path)  # type: ignore[arg-type]
+        frame = self.frame if self.frame is not None else read_file(self.path)  # type: ignore[arg-type]
+        return keep_plants(frame, self.plants)
 
     def chunks(self, rows: int) -> Iterator[tuple[int, pa.Table]]:
         """The file's raw rows as Arrow tables, each with the line of its first row (header = 1)."""
@@ -420,9 +425,11 @@ class StagedRows(RawFile):
         return sum(count for _, count in self.parts)
 
 
-def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]] | Sequence[RawFile]
-              ) -> list[RawFile]:
-    """(source, path) pairs of landing files, (source, frame) pairs read already, or `RawFile`s."""
+def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]] | Sequence[RawFile],
+              plants: Sequence[str] | None = None) -> list[RawFile]:
+    """(source, path) pairs of landing files, (source, frame) pairs read already, or `RawFile`s;
+    plants: only rows that may be of these plants are read from files and frames (filtered in the
+    scan, before coercion; staged SQL rows were filtered by the query)."""
     out: list[RawFile] = []
     for item in files:
         if isinstance(item, RawFile):
@@ -431,8 +438,10 @@ def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFra
         source, raw = item
         if isinstance(raw, RawFile):
             out.append(raw)
+        elif isinstance(raw, pd.DataFrame):
+            out.append(RawFile(source, frame=raw, plants=plants))
         else:
-            out.append(RawFile(source, frame=raw) if isinstance(raw, pd.DataFrame) else RawFile(source, path=Path(raw)))
+            out.append(RawFile(source, path=Path(raw), plants=plants))
     return out
 
 
@@ -545,6 +554,7 @@ def _spill_file(raw: RawFile, number: int, buckets: int, rows: int, folder: Path
         if table.num_columns == 0:
             continue
         table = table.append_column(LINE_COLUMN, pa.array(np.arange(first_line, first_line + table.num_rows)))
+        table = keep_plants_arrow(table, raw.plants)
         id_column = next((c for c in table.column_names if str(c).strip() == _ID), None)
         # without an id column every row goes to bucket 0, where reading it fails with the reason
         bucket = (key_hashes(table.column(id_column).to_pandas()) % np.uint64(buckets)).astype("int64") \

@@ -106,6 +106,8 @@ class Config(_Model):
     # posting periods through this business date are closed: their postings never change, a correction
     # posts its delta on the first open date (see pipeline/periods.py; a `periods` table closes more)
     closed_through: dt.date | None = None
+    # a run for some dates reads only the landing files that can change what it writes (pipeline.landing)
+    prune_landing: bool = True
 
     allowed: ClassVar[Mapping[str, str]] = {
         "plant_timezones": 'a table of plant id = IANA time zone name (e.g. P9 = "Europe/Vienna")',

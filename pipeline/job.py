@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline.error_queue as error_queue
-from pipeline import __version__, buckets, consumption, ledger, periods, sources, variance
+from pipeline import __version__, buckets, consumption, landing, ledger, periods, sources, variance
 from pipeline import workers as workers_
 from pipeline.config import Config
 from pipeline.progress import SILENT, Progress
@@ -77,6 +77,9 @@ class RunInputs:
 
     inputs: Inputs
     completions: buckets.CompletionTotals
+    manifest: landing.Manifest | None = None  # of the landing files, published with the run's outputs
+    files_read: dict[str, int] = field(default_factory=dict)  # completion and movement files read
+    files_skipped: dict[str, int] = field(default_factory=dict)  # ... and pruned
 
     @property
     def plants(self) -> pd.DataFrame:
@@ -87,6 +90,9 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None,
                 plants: Sequence[str] | None = None) -> RunInputs:
     """Read and validate every input table from the configured source; completions a bucket at a time.
 
+    A landing folder given the dates to process is pruned (`pipeline.landing`): of completions and
+    movements only the files that can change what those dates write are read. `plants`: only rows
+    of these plants are read of completions, movements and counts (filtered in the scan).
     A SQL source given the dates to process pulls only what they need: completions and movements
     from the look-back window (and, for completions, every version recorded after the last run's
     watermark; for every id it pulls, all of that id's rows), widened to the oldest previous count
@@ -95,14 +101,7 @@ def read_inputs(config: Config, dates: Sequence[dt.date] | None = None,
     (and rows without a plant) only. Landing files are read whole.
     """
     if config.sql is None:
-        files = sources.landing_files(config.landing)
-        # completions are split into buckets on worker processes while the master data is read here
-        with _spiller(config, buckets.raw_files(files["completions"])) as spiller:
-            if spiller.large:  # the split's workers and a large master read would add their peaks
-                spiller.spilled()
-            tables = sources.lazy_landing_files(config.landing, skip=["completions"])
-            return _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones),
-                               spiller, dates)
+        return _read_landing(config, dates, sorted(set(plants)) if plants else None)
     # completions stream from the database into staged batches, spilled and digested like files
     with tempfile.TemporaryDirectory(prefix="backflush-sql-", dir=config.spill_dir) as stage:
         return _read_sql(config, dates, plants, Path(stage))
@@ -139,6 +138,99 @@ def _read_sql(config: Config, dates: Sequence[dt.date] | None, plants: Sequence[
         del raw, loader
         shutil.rmtree(folder, ignore_errors=True)  # read again from the earlier start
     raise AssertionError("unreachable")
+
+
+def _read_landing(config: Config, dates: Sequence[dt.date] | None, plants: list[str] | None) -> RunInputs:
+    """The landing folder's inputs: pruned when dates are given and every plant of the run has run
+    before (a plant's first run records the fingerprint of every date it sees: it reads all)."""
+    warehouse = Warehouse(config.warehouse)
+    listed = sources.landing_files(config.landing)
+    manifest = landing.survey(listed, warehouse)
+    files = landing.with_plants(listed, manifest, plants)
+    if dates and config.prune_landing and not config.reprocess_master_data:
+        ran = _plants_that_ran(warehouse)
+        if ran and (not (plants or config.plants) or set(plants or config.plants) <= ran):
+            tables = sources.lazy_landing_files(files, skip=["completions"], plants=plants)
+            loader = sources.InputLoader(tables, timezone_overrides=config.plant_timezones, movements_later=True)
+            scope_plants = plants or list(config.plants) or None
+            known = set(loader.zones["plant_id"]) | manifest.plants()
+            if (scope_plants is not None or known <= ran) and not _has_fixed_lines(loader):
+                lo, hi = landing.flow_span(config, dates, loader.stock_counts, scope_plants)
+                lo, hi = _releasable_span(warehouse, loader, scope_plants, lo, hi)
+                choice = landing.choose(manifest, files, lo, hi, plants)
+                log.info("landing pruned to flows in %s .. %s: files read %s, skipped %s", lo, hi,
+                         choice.read, choice.skipped)
+                loader.add_known(choice.unread_plants)
+                loader.add_movements(sources.lazy_landing_files(
+                    {"movements": choice.files["movements"]}, plants=plants)["movements"])
+                with _spiller(config, buckets.raw_files(choice.files["completions"], plants)) as spiller:
+                    read = _summarised(config, loader, spiller, dates)
+                read.manifest, read.files_read, read.files_skipped = manifest, choice.read, choice.skipped
+                return read
+    # completions are split into buckets on worker processes while the master data is read here
+    with _spiller(config, buckets.raw_files(files["completions"], plants)) as spiller:
+        if spiller.large:  # the split's workers and a large master read would add their peaks
+            spiller.spilled()
+        tables = sources.lazy_landing_files(files, skip=["completions"], plants=plants)
+        read = _summarised(config, sources.InputLoader(tables, timezone_overrides=config.plant_timezones), spiller,
+                           dates)
+    read.manifest = manifest
+    read.files_read = {t: len(files[t]) for t in landing.FLOWS}
+    return read
+
+
+def _has_fixed_lines(loader: sources.InputLoader) -> bool:
+    """Whether the BOM has a fixed-quantity line: an order's earlier completions, at any date, decide
+    which completion carries it (issue 16.3), so a read pruned to a flow span is not enough."""
+    bom = loader.bom
+    return "fixed_qty" in bom.columns and bool(bom["fixed_qty"].fillna(False).astype(bool).any())
+
+
+def _releasable_span(warehouse: Warehouse, loader: sources.InputLoader, plants: Sequence[str] | None,
+                     lo: pd.Timestamp, hi: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[lo, hi] widened to the dates of open quarantined completions that explode with today's master
+    data: the error queue (issue 16.1) reprocesses them, and a date recomputed without its
+    completions would lose its postings. Stuck rows that still fail widen nothing."""
+    import pyarrow.dataset as ds
+
+    held = (ds.field("table") == "completions") & ds.field("error_code").isin(list(error_queue.RESOLVABLE))
+    if plants:
+        held &= ds.field("plant_id").isin(list(plants))
+    rows = warehouse.read("quarantine", filters=held, columns=["plant_id", "table", "business_date", "source_key",
+                                                               "error_code", "message", "row", "released_by_run"])
+    dates = error_queue.releasable_dates(error_queue.open_rows(rows), loader)  # type: ignore[arg-type]
+    if dates.empty:
+        return lo, hi
+    first, last = dates["business_date"].min(), dates["business_date"].max()
+    return min(lo, pd.Timestamp(first, tz="UTC") - pd.Timedelta(days=1)), max(hi, pd.Timestamp(last, tz="UTC")
+                                                                            + pd.Timedelta(days=2))
+
+
+@dataclass
+class KnownPlants:
+    """The plants a landing names, with their time zones (`known_plants`)."""
+
+    plants: pd.DataFrame
+
+
+def known_plants(config: Config) -> KnownPlants | RunInputs:
+    """The plants of the inputs and their time zones, as a full read finds them, without one: the
+    plants table and the BOM, and the plants of every landing file of completions, movements and
+    counts from the warehouse's manifest (a file it does not know yet has its plant, id and time
+    columns read). A SQL source is read as before."""
+    if config.sql is not None:
+        return read_inputs(config)
+    files = sources.landing_files(config.landing)
+    manifest = landing.survey(files, Warehouse(config.warehouse))
+    master = sources.lazy_landing_files({t: files[t] for t in ("plants", "bom")})
+    loader = sources.InputLoader(master, timezone_overrides=config.plant_timezones, movements_later=True)
+    loader.add_known(manifest.plants())
+    return KnownPlants(plants=loader.zones)
+
+
+def _plants_that_ran(warehouse: Warehouse) -> set[str]:
+    runs = warehouse.read("runs", columns=["status", "plants"])
+    return {str(p) for plants in runs.loc[runs["status"] == "ok", "plants"] for p in plants}
 
 
 def _spiller(config: Config, files: list[buckets.RawFile]) -> buckets.Spiller:
@@ -197,7 +289,7 @@ def _last_watermark(warehouse: Warehouse) -> pd.Timestamp | None:
     return None if done.empty else done.max()
 
 
-def plants_in_scope(inputs: Inputs | RunInputs, requested: Sequence[str] | None, config: Config) -> list[str]:
+def plants_in_scope(inputs: Inputs | RunInputs | KnownPlants, requested: Sequence[str] | None, config: Config) -> list[str]:
     """The plants a run processes: those asked for, else the configured ones, else every plant seen."""
     if requested:
         return sorted(set(requested))
@@ -250,6 +342,8 @@ def run_dates(
         try:
             result = _process(config, run_inputs, warehouse, txn, scope, requested, scope_plants,
                               fingerprints, history, run_id, started, command, progress, queue)
+            if run_inputs.manifest is not None:  # published with the outputs, or not at all
+                run_inputs.manifest.stage(txn, run_id)
             progress.stage("commit" if not dry_run else "dry-run: nothing written", files=len(txn.moves))
             result.dry_run = dry_run
             if dry_run:
@@ -775,4 +869,4 @@ def backfill(
     return results
 
 
-__all__ = ["RunResult", "backfill", "date_range", "run_dates", "read_inputs"]
+__all__ = ["RunResult", "backfill", "date_range", "known_plants", "run_dates", "read_inputs"]

@@ -382,6 +382,29 @@ BOM_SUGGESTIONS = pa_arrow.schema(
 )
 
 # dataset -> (Arrow schema of the file columns, partition columns in path order)
+#: What a run knows of each landing file of completions, movements and stock counts (pipeline.landing)
+LANDING_MANIFEST = pa_arrow.schema(
+    [
+        ("table", _str),
+        ("source", _str),  # the file's path under the landing folder
+        ("size", _i64),
+        ("mtime_ns", _i64),
+        ("fingerprint", _str),  # BLAKE2b of the file's bytes
+        ("rows", _i64),
+        ("min_event", _ts),  # completed_at / moved_at / counted_at of rows that have one
+        ("max_event", _ts),
+        ("min_version", _ts),  # completions: recorded_at, else completed_at, of valid rows
+        ("max_version", _ts),
+        ("min_id", _str),  # the row key of valid rows, stripped
+        ("max_id", _str),
+        ("floating", pa_arrow.bool_()),  # a row without a readable plant or event time
+        ("plants", pa_arrow.list_(_str)),
+        ("sites", pa_arrow.list_(_str)),  # plant_id + "\x1f" + location_id of valid rows
+        ("id_hashes", pa_arrow.binary()),  # movements: sorted unique 64-bit hashes of the valid rows' ids
+        ("described_at", _ts),
+    ]
+)
+
 OUTPUT_DATASETS: dict[str, tuple[pa_arrow.Schema, tuple[str, ...]]] = {
     "consumption": (CONSUMPTION, ("plant_id", "business_date")),
     "adjustments": (ADJUSTMENTS, ("plant_id", "business_date")),
@@ -392,4 +415,5 @@ OUTPUT_DATASETS: dict[str, tuple[pa_arrow.Schema, tuple[str, ...]]] = {
     "bom_accuracy": (BOM_ACCURACY, ("plant_id",)),
     "bom_suggestions": (BOM_SUGGESTIONS, ("plant_id",)),
     "runs": (RUNS, ()),
+    "landing_manifest": (LANDING_MANIFEST, ()),
 }

@@ -76,20 +76,26 @@ class Inputs:
 
 
 def landing_files(landing: str | Path) -> dict[str, list[tuple[str, Path]]]:
-    """The files of each table in LANDING/<table>/*.csv|*.parquet, as (source name, path) pairs."""
+    """The files of each table in LANDING/<table>/*.csv|*.parquet, and in Hive-style folders below
+    it (LANDING/<table>/date=2026-01-12/*.parquet), as (source name, path) pairs; the source name is
+    the file's path under LANDING."""
     root = Path(landing)
     if not root.is_dir():
         raise SourceError(f"landing folder {root} does not exist")
     found: dict[str, list[tuple[str, Path]]] = {}
     for table in schemas.INPUT_MODELS:
         folder = root / table
-        files = sorted(
-            p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in (".csv", ".parquet")
-        ) if folder.is_dir() else []
+        files = sorted(_data_files(folder)) if folder.is_dir() else []
+        files += sorted(p for sub in sorted(folder.glob("*=*")) if sub.is_dir() for p in _data_files(sub)) \
+            if folder.is_dir() else []
         if not files and table not in schemas.OPTIONAL_TABLES:
             raise SourceError(f"required table {table}: no .csv or .parquet file in {folder}")
-        found[table] = [(f"{table}/{p.name}", p) for p in files]
+        found[table] = [(p.relative_to(root).as_posix(), p) for p in files]
     return found
+
+
+def _data_files(folder: Path) -> list[Path]:
+    return [p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in (".csv", ".parquet")]
 
 
 def read_landing_files(
@@ -102,16 +108,74 @@ def read_landing_files(
     return {table: list(frames) for table, frames in lazy_landing_files(landing, skip=skip).items()}
 
 
-def lazy_landing_files(landing: str | Path, *, skip: Iterable[str] = ()
-                       ) -> dict[str, Iterable[tuple[str, pd.DataFrame]]]:
-    """As `read_landing_files`, but each file is read only when iterated (one raw file in memory)."""
+def lazy_landing_files(landing: str | Path | Mapping[str, list[tuple[str, Path]]], *, skip: Iterable[str] = (),
+                       plants: Iterable[str] | None = None) -> dict[str, Iterable[tuple[str, pd.DataFrame]]]:
+    """As `read_landing_files`, but each file is read only when iterated (one raw file in memory).
+
+    landing: the folder, or the files to read per table (`landing_files`, perhaps pruned);
+    plants: only rows of these plants are kept of the tables in PLANT_FILTERED (`keep_plants`).
+    """
     skipped = set(skip)
+    wanted = None if plants is None else sorted(set(plants))
+    listed = landing_files(landing) if isinstance(landing, (str, Path)) else landing
 
-    def frames(files: list[tuple[str, Path]]) -> Iterator[tuple[str, pd.DataFrame]]:
+    def frames(table: str, files: list[tuple[str, Path]]) -> Iterator[tuple[str, pd.DataFrame]]:
         for source, path in files:
-            yield source, read_file(path)
+            frame = read_file(path)
+            yield source, keep_plants(frame, wanted) if table in PLANT_FILTERED else frame
 
-    return {table: [] if table in skipped else frames(files) for table, files in landing_files(landing).items()}
+    return {table: [] if table in skipped else frames(table, files) for table, files in listed.items()}
+
+
+#: tables whose rows a run of some plants reads only for those plants (master data is read whole)
+PLANT_FILTERED = frozenset({"completions", "stock_counts", "movements"})
+
+
+def plant_mask(values: pd.Series | pa.Array | pa.ChunkedArray, plants: Iterable[str]) -> np.ndarray:
+    """Which raw plant ids may belong to `plants` once coerced: the stripped value is one of them,
+    or the value is missing or blank (such a row is quarantined without a plant, by every run)."""
+    wanted = pa.array(sorted(set(plants)), pa.string())
+    if isinstance(values, pd.Series):
+        if _is_arrow_text(values):
+            values = _arrow(values)
+        else:
+            try:
+                values = pa.array(values, pa.string(), from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers, or mixed values: as coercion writes them
+                values = pa.array(values.astype("str").where(values.notna()), pa.string(), from_pandas=True)
+    elif not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+        values = pc.cast(values, pa.string())
+    stripped = pc.utf8_trim_whitespace(values)
+    keep = pc.or_kleene(pc.is_in(stripped, value_set=wanted.cast(stripped.type)),
+                        pc.or_kleene(pc.is_null(stripped), pc.equal(stripped, "")))
+    return np.asarray(pc.fill_null(keep, True).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _plant_column(columns: Iterable[object]) -> object | None:
+    return next((c for c in columns if str(c).strip() == "plant_id"), None)
+
+
+def keep_plants(frame: pd.DataFrame, plants: Iterable[str] | None, first_line: int = 2) -> pd.DataFrame:
+    """The raw rows of a file that may belong to `plants` (`plant_mask`), before coercion, each
+    with its line in the file (LINE_COLUMN); every row when `plants` is None or there is no plant
+    column (coercion then says what is missing)."""
+    column = _plant_column(frame.columns) if plants is not None else None
+    if column is None or frame.empty:
+        return frame
+    keep = plant_mask(frame[column], plants)  # type: ignore[arg-type]
+    if keep.all():
+        return frame
+    lines = frame[LINE_COLUMN].to_numpy() if LINE_COLUMN in frame.columns else np.arange(first_line, first_line + len(frame))
+    return frame.assign(**{LINE_COLUMN: lines})[keep].reset_index(drop=True)
+
+
+def keep_plants_arrow(table: pa.Table, plants: Iterable[str] | None) -> pa.Table:
+    """`keep_plants` of an Arrow table that carries LINE_COLUMN already."""
+    column = _plant_column(table.column_names) if plants is not None else None
+    if column is None or table.num_rows == 0:
+        return table
+    keep = plant_mask(table.column(str(column)), plants)  # type: ignore[arg-type]
+    return table if keep.all() else table.filter(pa.array(keep))
 
 
 def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, Any]]]:
@@ -136,6 +200,10 @@ def _reading(path: Path) -> Iterator[None]:
     except (pa.ArrowException, pd.errors.ParserError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SourceError(f"file {path} cannot be read: {reason}") from exc
+
+
+CSV_OPTIONS = _CSV_OPTIONS
+reading = _reading  # for modules that open landing files themselves (pipeline.landing)
 
 
 def read_file(path: Path) -> pd.DataFrame:
@@ -283,6 +351,11 @@ def _coerce_date(values: pd.Series) -> pd.Series:
             parsed = parsed.dt.tz_localize(None)
     parsed = parsed.astype("datetime64[ns]")
     return parsed.where(parsed == parsed.dt.normalize())
+
+
+def coerce_column(values: pd.Series, kind: str) -> pd.Series:
+    """One raw column coerced as `coerce_table` coerces a column of that kind (missing: NaN/NaT)."""
+    return _COERCE[kind](values)
 
 
 _COERCE: dict[str, Callable[[pd.Series], pd.Series]] = {
@@ -932,14 +1005,18 @@ class InputLoader:
         raw: Mapping[str, Iterable[tuple[str, pd.DataFrame]]],
         *,
         timezone_overrides: Mapping[str, str] | None = None,
+        movements_later: bool = False,
     ) -> None:
+        """movements_later: movements are not read here but given to `add_movements` (a pruned
+        read chooses its movement files from the counts)."""
         accepted: dict[str, pd.DataFrame] = {}
         quarantined: list[pd.DataFrame] = []
         stats: dict[str, TableStats] = {}
         for table in schemas.INPUT_MODELS:
             if table == "completions":
                 continue
-            valid, bad_rows = coerce_table(table, raw.get(table, []))  # a lazy source reads a file at a time
+            files = [] if table == "movements" and movements_later else raw.get(table, [])
+            valid, bad_rows = coerce_table(table, files)  # a lazy source reads a file at a time
             stat = TableStats(read=len(valid) + len(bad_rows))
             valid, dupes, stat.superseded = _dedupe_by_key(table, valid)
             accepted[table] = valid.reset_index(drop=True)
@@ -960,35 +1037,61 @@ class InputLoader:
         accepted["plants"] = plants[~bad_zone].reset_index(drop=True)
         self.bad_plants = set(plants.loc[bad_zone, "plant_id"])
         self.overrides = dict(timezone_overrides or {})
-        seen: set[str] = set()
-        for table in ("stock_counts", "movements", "bom"):
-            seen |= set(accepted[table]["plant_id"].dropna().unique())
-        for rejects in quarantined:  # a plant whose every row was rejected is still a plant
-            plant_rows = rejects["table"].isin(["stock_counts", "movements"])
-            seen |= set(rejects.loc[plant_rows, "plant_id"].dropna())
-        self.seen = seen
-        # a plant absent from the plants table and the overrides is in UTC, whoever names it
-        self.zones = plant_timezones(accepted["plants"], seen - self.bad_plants, self.overrides)
+        self.seen: set[str] = set()
         self.accepted = accepted
         self.quarantined = quarantined
         self.stats = stats
-
+        self._note_plants(("stock_counts", "movements", "bom"), quarantined)
         for table in ("stock_counts", "movements"):
-            frame, rejected = _dated(table, accepted[table], self.bad_plants, self.zones)
-            accepted[table] = frame
-            quarantined.append(rejected)
-        # counts, movements and costs of items that do not exist cannot be valued or booked
-        for table in ("stock_counts", "movements", "item_costs"):
-            self._reject(table, ~isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
-                         lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
-        # quantities given in another unit than the item's base unit are converted, or rejected
-        for table in ("stock_counts", "movements"):
-            frame, rejected = _converted(table, accepted[table], accepted["items"], accepted["uom_conversions"])
-            accepted[table] = frame
-            quarantined.append(rejected)
-        # counted now: movements may be let go of before `finish` (which recounts the counts it rejects)
+            self._accept_flows(table)
+        # costs of items that do not exist cannot value anything
+        self._reject("item_costs", ~isin(accepted["item_costs"]["item_id"], accepted["items"]["item_id"]),
+                     "UNKNOWN_ITEM", lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
         for table, stat in stats.items():
             stat.accepted = len(accepted[table])
+
+    def _note_plants(self, tables: Iterable[str], rejected: list[pd.DataFrame]) -> None:
+        """Plants named by accepted rows of `tables` or by rejected counts and movements are plants
+        (a plant whose every row was rejected is still a plant); zones follow the plants seen (a
+        plant absent from the plants table and the overrides is in UTC, whoever names it)."""
+        for table in tables:
+            self.seen |= set(self.accepted[table]["plant_id"].dropna().unique())
+        for rejects in rejected:
+            plant_rows = rejects["table"].isin(["stock_counts", "movements"])
+            self.seen |= set(rejects.loc[plant_rows, "plant_id"].dropna())
+        self.zones = plant_timezones(self.accepted["plants"], self.seen - self.bad_plants, self.overrides)
+
+    def _accept_flows(self, table: str) -> None:
+        """Counts or movements dated; those of unknown items rejected; quantities in base units."""
+        accepted, quarantined = self.accepted, self.quarantined
+        frame, rejected = _dated(table, accepted[table], self.bad_plants, self.zones)
+        accepted[table] = frame
+        quarantined.append(rejected)
+        # counts and movements of items that do not exist cannot be valued or booked
+        self._reject(table, ~isin(accepted[table]["item_id"], accepted["items"]["item_id"]), "UNKNOWN_ITEM",
+                     lambda rows: "item " + rows["item_id"].map(repr) + " is not in items")
+        # quantities given in another unit than the item's base unit are converted, or rejected
+        frame, rejected = _converted(table, accepted[table], accepted["items"], accepted["uom_conversions"])
+        accepted[table] = frame
+        quarantined.append(rejected)
+        # counted now: movements may be let go of before `finish` (which recounts the counts it rejects)
+        self.stats[table].accepted = len(accepted[table])
+
+    def add_movements(self, files: Iterable[tuple[str, pd.DataFrame]]) -> None:
+        """The movements of a loader made with `movements_later`."""
+        valid, bad_rows = coerce_table("movements", files)
+        stat = TableStats(read=len(valid) + len(bad_rows))
+        valid, dupes, stat.superseded = _dedupe_by_key("movements", valid)
+        self.accepted["movements"] = valid.reset_index(drop=True)
+        self.quarantined.extend([bad_rows, dupes])
+        self.stats["movements"] = stat
+        self._note_plants(["movements"], [bad_rows, dupes])
+        self._accept_flows("movements")
+
+    def add_known(self, plants: Iterable[str]) -> None:
+        """Plants of landing rows a pruned read did not read (from the manifest), as if seen."""
+        self.seen |= set(plants)
+        self.zones = plant_timezones(self.accepted["plants"], self.seen - self.bad_plants, self.overrides)
 
     @property
     def items(self) -> pd.DataFrame:
