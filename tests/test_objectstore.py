@@ -133,6 +133,8 @@ def files(warehouse: Warehouse) -> dict[str, pd.DataFrame]:
         rel = info.path[len(warehouse.root) + 1:]
         if info.type != pafs.FileType.File or rel.startswith("_") or not rel.endswith(".parquet"):
             continue
+        if rel.startswith("landing_manifest/"):  # describes the landing copy (mtimes), not an output
+            continue
         frame = pq.read_table(info.path, filesystem=warehouse.filesystem).to_pandas()  # a torn file raises
         frame = frame.drop(columns=[c for c in frame.columns if c in VOLATILE])
         frame = frame.astype({c: "str" for c in frame.columns if frame[c].dtype == object})

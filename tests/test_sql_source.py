@@ -112,7 +112,7 @@ def _outputs(warehouse: Path) -> dict[str, pd.DataFrame]:
     out: dict[str, pd.DataFrame] = {}
     for path in sorted(warehouse.rglob("*.parquet")):
         rel = path.relative_to(warehouse).as_posix()
-        if rel.startswith("_"):
+        if rel.startswith(("_", "landing_manifest/")):  # the manifest describes landing files, not outputs
             continue
         key = rel.rsplit("/", 1)[0] + "/" + ("<run>" if rel.startswith(("postings/", "runs/")) else path.name)
         frame = pq.read_table(path).to_pandas()
