@@ -410,6 +410,9 @@ def scenario(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             row["nightly_8"] = _run(bench, f"nightly-8-{n}", short, wh8, last)
         row["planning"] = planning(bench, f"planning-{n}", full, wh365, last)
         rounds.append(row)
+        # the rounds so far, in case the invocation is stopped before the end (they take long)
+        (bench.out / "results-nightly-partial.json").write_text(json.dumps({**r, "rounds": rounds}, indent=1,
+                                                                            default=str))
     r["rounds"] = rounds
     r["snapshots_intact"] = all(tree_state(p) == states[k] for k, p in snap.items())
     for p in (work / "warehouse-365", work / "warehouse-8", *snap.values()):
