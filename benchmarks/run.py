@@ -13,6 +13,9 @@ explosion's cost at 10 % and 100 % of the completions, and sampled single-day ru
 the scaling sweep (--scaling), a run at 50 million completions (--scale 50M) and cProfile.
 
 Results are printed and written to benchmarks/out/results-<timestamp>.json and results-latest.json.
+--nightly runs the nightly scenario instead (benchmarks/nightly.py: a 365-day landing of daily drop
+files, the nightly run against the same run on 8 days, an unchanged re-run, the DAG's planning);
+its results go to results-nightly-<timestamp>.json and results-nightly-latest.json.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import nightly  # noqa: E402
 import peers  # noqa: E402
 from landing import LandingSpec, backflush_command, ensure_landing  # noqa: E402
 from measure import (  # noqa: E402
@@ -701,6 +705,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print the report (and Markdown tables) of an earlier results file; run nothing")
     parser.add_argument("--recompare", action="store_true",
                         help="with --report-from: compare the outputs kept under out/work again and update the file")
+    nightly.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -718,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
             earlier["targets"] = targets(earlier)
             earlier["report"] = report(earlier)
             args.report_from.write_text(json.dumps(earlier, indent=1, default=str))
+        if "nightly" in earlier:
+            print(nightly.report(earlier) + "\n\n" + nightly.markdown(earlier))
+            return 0
         print(report(earlier) + "\n\n" + markdown(earlier))
         return 0
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -729,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
                          "engine": engine_info(bench.engine, args.engine_rev), "params": spec.as_dict(),
                          "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                          "contenders": {}}
+    if args.nightly:  # the nightly scenario alone (benchmarks/nightly.py, issue 17.5 and 17.6)
+        r["nightly"] = nightly.scenario(bench, args)
+        r["params"], r["targets"] = r["nightly"]["params"], nightly.targets(r["nightly"])
+        return save_results(args, bench, r, started, "results-nightly", nightly.report, nightly.markdown)
     bench.say(f"backflush benchmark: {spec.completions:,} completions, {spec.days} days "
               f"(machine shared: timings include other processes' load)")
     landing, info = ensure_landing(spec, args.out / "data", log=bench.say)
@@ -804,17 +816,23 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(bench.work / f"warehouse-pipeline-{human(args.scale)}", ignore_errors=True)
 
     r["targets"] = targets(r)
+    return save_results(args, bench, r, started)
+
+
+def save_results(args: argparse.Namespace, bench: Bench, r: dict[str, Any], started: dt.datetime,
+                 prefix: str = "results", render: Any = report, render_md: Any = markdown) -> int:
+    """Print the report; write <prefix>-<timestamp>.json, <prefix>-latest.json and <prefix>-latest.md."""
     r["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    text = report(r)
+    text = render(r)
     r["report"] = text
     print("\n" + text)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(r, indent=1, default=str)
-    (args.out / f"results-{stamp}.json").write_text(payload)
-    (args.out / "results-latest.json").write_text(payload)
-    (args.out / "results-latest.md").write_text(markdown(r) + "\n")
-    print(f"\nwritten: {args.out / f'results-{stamp}.json'} and results-latest.json")
+    (args.out / f"{prefix}-{stamp}.json").write_text(payload)
+    (args.out / f"{prefix}-latest.json").write_text(payload)
+    (args.out / f"{prefix}-latest.md").write_text(render_md(r) + "\n")
+    print(f"\nwritten: {args.out / f'{prefix}-{stamp}.json'} and {prefix}-latest.json")
     if not args.keep:
         shutil.rmtree(bench.work, ignore_errors=True)
     return 0
