@@ -653,7 +653,37 @@ def _cards(f: ReportFigures) -> str:
 </section>"""
 
 
+def closed_period_postings(postings: pd.DataFrame) -> pd.DataFrame:
+    """Postings made on an open date for a closed one (issue 16.2): for_business_date differs."""
+    if postings.empty or "for_business_date" not in postings.columns:
+        return postings.iloc[0:0]
+    moved = postings["for_business_date"].notna() & (postings["for_business_date"] != postings["business_date"])
+    return postings[moved]
+
+
+def cost_changes(adjustments: pd.DataFrame) -> pd.DataFrame:
+    """Items valued at more than one standard cost in the period (a cost history, issue 16.4):
+    item_id, first and last unit cost (value / qty by business date), dates valued."""
+    usable = adjustments[adjustments["qty"].fillna(0) != 0]
+    if usable.empty:
+        return pd.DataFrame({"item_id": [], "first_cost": [], "last_cost": [], "costs": []})
+    priced = usable.assign(cost=(usable["value"] / usable["qty"]).round(9)).sort_values(
+        ["item_id", "business_date"], kind="stable")
+    per_item = priced.groupby("item_id").agg(first_cost=("cost", "first"), last_cost=("cost", "last"),
+                                             costs=("cost", "nunique"))
+    return per_item[per_item["costs"] > 1].reset_index()
+
+
 def _postings_section(data: PeriodData, f: ReportFigures) -> str:
+    moved = closed_period_postings(data.postings)
+    closed_note = (f'<p class="how" id="closed-period-postings">{len(moved):,} posting(s) of the period were made on '
+                   f"an open date for a closed one ({moved['for_business_date'].nunique():,} closed date(s)): "
+                   "see postings.for_business_date.</p>" if not moved.empty else "")
+    changed = cost_changes(data.adjustments)
+    cost_table = "" if changed.empty else _table(
+        "cost-changes", [Column("Item", "item_id"), Column("First cost", "first_cost", "qty", 4),
+                         Column("Last cost", "last_cost", "qty", 4), Column("Costs", "costs", "int")],
+        changed.head(TOP_COUNTS), note="items whose standard cost changed in the period (item_costs)")
     rows = pd.DataFrame({
         "kind": list(f.postings),
         "postings": list(f.postings.values()),
@@ -676,6 +706,8 @@ included), valued at the item's standard cost: quantity delta × standard cost. 
 issues negative. "Current adjustments value" is what the warehouse now wants posted for the same dates;
 "Not yet posted" should be 0 once every run has posted its deltas.</p>
 {_table("postings-by-kind", columns, rows, footer=totals)}
+{closed_note}
+{cost_table}
 </section>"""
 
 

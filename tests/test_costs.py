@@ -100,3 +100,29 @@ def test_costs_in_force_against_a_search_per_row() -> None:
         rows = history[(history["item_id"] == item_id) & (history["valid_from"] <= day)]
         expected = rows.sort_values("valid_from")["standard_cost"].iloc[-1] if len(rows) else base[item_id]
         assert got[i] == expected
+
+
+def test_cli_backfill_and_report_show_the_cost_history(tmp_path: Path) -> None:
+    """Through the command line: RM costs 3 (items) and 4 from 03-03 (item_costs); FG needs 5 kg.
+    C1 100 FG on 03-02 and C2 10 FG on 03-03: RM is issued -500 x 3 = -1,500 and -50 x 4 = -200. The
+    report's postings section lists RM as valued at two costs, first 3, last 4; FG (10 each day) not."""
+    from pipeline import cli
+
+    landing = make_landing(
+        tmp_path, items=ITEMS, bom=[{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5}],
+        completions=[_completion("C1", "2026-03-02T10:00:00Z", 100), _completion("C2", "2026-03-03T10:00:00Z", 10)],
+        item_costs=[{"item_id": "RM", "valid_from": "2026-03-03", "standard_cost": 4}])
+    warehouse = tmp_path / "warehouse"
+    assert cli.main(["-q", "backfill", "--landing", str(landing), "--warehouse", str(warehouse),
+                     "--start", "2026-03-02", "--end", "2026-03-03"]) == 0
+    adjustments = read(tmp_path, "adjustments")
+    rm = adjustments[adjustments["item_id"] == "RM"].sort_values("business_date")
+    assert rm["value"].tolist() == [-1500.0, -200.0]
+    page = tmp_path / "report.html"
+    assert cli.main(["-q", "report", "--warehouse", str(warehouse), "--from", "2026-03-02", "--to", "2026-03-03",
+                     "--out", str(page)]) == 0
+    html = page.read_text("utf-8")
+    table = html[html.index('id="cost-changes"'):]
+    table = table[:table.index("</table>")]
+    assert "RM" in table and "FG" not in table
+    assert "3.0000" in table and "4.0000" in table

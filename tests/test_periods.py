@@ -121,3 +121,22 @@ def test_posting_dates_merge_adjacent_and_overlapping_closed_periods(day: str, c
     scope = pd.DataFrame({"plant_id": ["P1"], "business_date": [pd.Timestamp(day)]})
     got = periods.posting_dates(scope, intervals).iloc[0]
     assert (bool(got["closed"]), got["posting_date"]) == (closed, pd.Timestamp(posting_day))
+
+
+def test_cli_run_with_closed_through_and_the_report_row(tmp_path: Path) -> None:
+    """Through the command line with a config file closing January: a first backfill of 01-30 posts
+    C1 (100 FG, -500 kg RM) on 02-01 for 01-30, and the report's postings section says 2 postings were
+    made on an open date for 1 closed date."""
+    from pipeline import cli
+
+    landing = make_landing(tmp_path, items=ITEMS, bom=BOM, completions=[
+        _completion("C1", "2026-01-30T10:00:00Z", 100, "2026-01-30T10:00:00Z")])
+    config = tmp_path / "backflush.toml"
+    config.write_text(f'landing = "{landing}"\nwarehouse = "{tmp_path / "warehouse"}"\nclosed_through = 2026-01-31\n')
+    assert cli.main(["backfill", "--config", str(config), "--start", "2026-01-30", "--end", "2026-01-30", "-q"]) == 0
+    assert _postings(tmp_path) == [("02-01", "01-30", "FG", 100.0), ("02-01", "01-30", "RM", -500.0)]
+    page = tmp_path / "report.html"
+    assert cli.main(["report", "--config", str(config), "--warehouse", str(tmp_path / "warehouse"),
+                     "--from", "2026-01-30", "--to", "2026-02-01", "--out", str(page), "-q"]) == 0
+    html = page.read_text("utf-8")
+    assert "2 posting(s) of the period were made on an open date for a closed one (1 closed date(s))" in html
