@@ -39,6 +39,7 @@ from pipeline.sources import (
     keep_plants,
     keep_plants_arrow,
     key_hashes,
+    plant_ids,
     read_file,
     read_file_chunks,
     read_parquet_chunks,
@@ -339,10 +340,11 @@ class RawFile:
                  plants: Sequence[str] | None = None) -> None:
         self.source, self.path, self.frame = source, path, frame
         self.plants = plants  # only rows that may be of these plants are kept (`sources.keep_plants`)
+        self.ids: np.ndarray | None = None  # and every row of these ids (`with_plant_ids`)
 
     def read(self) -> pd.DataFrame:
         frame = self.frame if self.frame is not None else read_file(self.path)  # type: ignore[arg-type]
-        return keep_plants(frame, self.plants)
+        return keep_plants(frame, self.plants, ids=self.ids)
 
     def chunks(self, rows: int) -> Iterator[tuple[int, pa.Table]]:
         """The file's raw rows as Arrow tables, each with the line of its first row (header = 1)."""
@@ -423,6 +425,20 @@ class StagedRows(RawFile):
 
     def rows(self) -> int:
         return sum(count for _, count in self.parts)
+
+
+def with_plant_ids(files: list[RawFile], rows: int = SPILL_CHUNK_ROWS) -> list[RawFile]:
+    """Files filtered to some plants also keep every row of each completion id those plants have a
+    row of, in any file (one more read of each file): so a correction that moved a completion to
+    another plant supersedes its version here, and a conflict across plants is DUPLICATE_ID, as in a
+    read of every plant (and as the SQL source pulls every row of each id)."""
+    filtered = [f for f in files if f.plants]
+    if not filtered:
+        return files
+    ids = plant_ids((table for f in filtered for _, table in f.chunks(rows)), filtered[0].plants or [])
+    for f in filtered:
+        f.ids = ids
+    return files
 
 
 def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]] | Sequence[RawFile],
@@ -554,7 +570,7 @@ def _spill_file(raw: RawFile, number: int, buckets: int, rows: int, folder: Path
         if table.num_columns == 0:
             continue
         table = table.append_column(LINE_COLUMN, pa.array(np.arange(first_line, first_line + table.num_rows)))
-        table = keep_plants_arrow(table, raw.plants)
+        table = keep_plants_arrow(table, raw.plants, raw.ids)
         id_column = next((c for c in table.column_names if str(c).strip() == _ID), None)
         # without an id column every row goes to bucket 0, where reading it fails with the reason
         bucket = (key_hashes(table.column(id_column).to_pandas()) % np.uint64(buckets)).astype("int64") \

@@ -163,12 +163,13 @@ def _read_landing(config: Config, dates: Sequence[dt.date] | None, plants: list[
                 loader.add_known(choice.unread_plants)
                 loader.add_movements(sources.lazy_landing_files(
                     {"movements": choice.files["movements"]}, plants=plants)["movements"])
-                with _spiller(config, buckets.raw_files(choice.files["completions"], plants)) as spiller:
+                with _spiller(config, buckets.with_plant_ids(buckets.raw_files(choice.files["completions"], plants))
+                              ) as spiller:
                     read = _summarised(config, loader, spiller, dates)
                 read.manifest, read.files_read, read.files_skipped = manifest, choice.read, choice.skipped
                 return read
     # completions are split into buckets on worker processes while the master data is read here
-    with _spiller(config, buckets.raw_files(files["completions"], plants)) as spiller:
+    with _spiller(config, buckets.with_plant_ids(buckets.raw_files(files["completions"], plants))) as spiller:
         if spiller.large:  # the split's workers and a large master read would add their peaks
             spiller.spilled()
         tables = sources.lazy_landing_files(files, skip=["completions"], plants=plants)

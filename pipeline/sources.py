@@ -155,27 +155,53 @@ def _plant_column(columns: Iterable[object]) -> object | None:
     return next((c for c in columns if str(c).strip() == "plant_id"), None)
 
 
-def keep_plants(frame: pd.DataFrame, plants: Iterable[str] | None, first_line: int = 2) -> pd.DataFrame:
+def keep_plants(frame: pd.DataFrame, plants: Iterable[str] | None, first_line: int = 2,
+                ids: np.ndarray | None = None) -> pd.DataFrame:
     """The raw rows of a file that may belong to `plants` (`plant_mask`), before coercion, each
     with its line in the file (LINE_COLUMN); every row when `plants` is None or there is no plant
-    column (coercion then says what is missing)."""
+    column (coercion then says what is missing). With `ids`, every row of those completion ids too
+    (`keep_plants_arrow`)."""
     column = _plant_column(frame.columns) if plants is not None else None
     if column is None or frame.empty:
         return frame
     keep = plant_mask(frame[column], plants)  # type: ignore[arg-type]
+    if ids is not None and not keep.all():
+        id_column = next((c for c in frame.columns if str(c).strip() == "completion_id"), None)
+        if id_column is not None:
+            keep |= np.isin(key_hashes(frame[id_column]), ids)
     if keep.all():
         return frame
     lines = frame[LINE_COLUMN].to_numpy() if LINE_COLUMN in frame.columns else np.arange(first_line, first_line + len(frame))
     return frame.assign(**{LINE_COLUMN: lines})[keep].reset_index(drop=True)
 
 
-def keep_plants_arrow(table: pa.Table, plants: Iterable[str] | None) -> pa.Table:
-    """`keep_plants` of an Arrow table that carries LINE_COLUMN already."""
+def keep_plants_arrow(table: pa.Table, plants: Iterable[str] | None, ids: np.ndarray | None = None) -> pa.Table:
+    """`keep_plants` of an Arrow table that carries LINE_COLUMN already; with `ids` (sorted key hashes
+    of completion ids, `plant_ids`), also every row of those ids, whatever its plant: a correction
+    that moved a completion to another plant must still supersede its version at `plants`."""
     column = _plant_column(table.column_names) if plants is not None else None
     if column is None or table.num_rows == 0:
         return table
     keep = plant_mask(table.column(str(column)), plants)  # type: ignore[arg-type]
+    if ids is not None and not keep.all():
+        id_column = next((c for c in table.column_names if str(c).strip() == "completion_id"), None)
+        if id_column is not None:
+            keep |= np.isin(key_hashes(table.column(id_column).to_pandas()), ids)
     return table if keep.all() else table.filter(pa.array(keep))
+
+
+def plant_ids(tables: Iterable[pa.Table], plants: Iterable[str]) -> np.ndarray:
+    """Sorted key hashes of the completion ids that have a row of `plants` (`plant_mask`) in tables."""
+    wanted = list(plants)
+    found = [np.zeros(0, dtype=np.uint64)]
+    for table in tables:
+        column = _plant_column(table.column_names)
+        id_column = next((c for c in table.column_names if str(c).strip() == "completion_id"), None)
+        if column is None or id_column is None or table.num_rows == 0:
+            continue
+        keep = plant_mask(table.column(str(column)), wanted)
+        found.append(key_hashes(table.column(id_column).filter(pa.array(keep)).to_pandas()))
+    return np.unique(np.concatenate(found))
 
 
 def read_sql_tables(sql: object, **bounds: object) -> dict[str, list[tuple[str, Any]]]:

@@ -555,8 +555,9 @@ def test_a_plant_restricted_run_reads_only_its_plants_rows_and_writes_what_files
         result_files, result_sql = (job.run_dates(c, [dt.date(2026, 3, 3)], plants=["P1"])
                                     for c in (from_files, from_sql))
 
-    assert result_files.rows_read["completions"] == 9 and result_sql.rows_read["completions"] == 8  # not B1
-    assert result_files.rows_read["stock_counts"] == 2 and result_sql.rows_read["stock_counts"] == 1  # not K2
+    # neither reads B1 (P2's own id); both read A5's and A6's P2 rows (ids P1 has a row of)
+    assert result_files.rows_read["completions"] == 8 and result_sql.rows_read["completions"] == 8
+    assert result_files.rows_read["stock_counts"] == 1 and result_sql.rows_read["stock_counts"] == 1  # not K2
     files, sql = _outputs(tmp_path / "files"), _outputs(tmp_path / "sql")
     compared = [k for k in files if not k.startswith("runs/")]
     assert compared and compared == [k for k in sql if not k.startswith("runs/")]
