@@ -16,6 +16,7 @@ import pytest
 from pipeline import error_queue, job
 from pipeline.config import ConfigError, load_config
 from tests.landing import config_for, make_landing, read, write_table
+from tests.postgres import reachable_engine
 
 P, L = "P1", "L1"
 ITEMS = [
@@ -233,16 +234,9 @@ def test_a_sql_source_reprocesses_only_dates_it_reads(tmp_path: Path) -> None:
     reverse the date's postings)."""
     import uuid
 
-    import sqlalchemy as sa
-
     from pipeline.config import SqlSource
 
-    engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    engine = reachable_engine(PG_URL)
     schema = f"bf_eq_test_{uuid.uuid4().hex[:10]}"
     rows = COMPLETIONS + [completion("N2", "NEW", 6, POSTED)]  # POSTED is within NIGHT's look-back
 

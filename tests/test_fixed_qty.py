@@ -16,6 +16,7 @@ import pytest
 from pipeline import bom, buckets, job
 from pipeline.sources import key_hashes
 from tests.landing import config_for, make_landing, read, write_table
+from tests.postgres import URL, reachable_engine
 
 P, L, L2 = "P1", "L1", "L2"
 KEY = ["business_date", "location_id", "item_id", "kind"]
@@ -290,20 +291,11 @@ def test_a_bounded_sql_pull_reads_the_earlier_completions_of_its_orders(tmp_path
     """A SQL pull for 10 March with a look-back of 1 day reads completions from 8 March on; MO1's
     first completion (1 March) is older, and still carries MO1: it is read because MO1 has a
     completion in the window. Against the real PostgreSQL, in a schema of its own."""
-    import os
     import uuid
-
-    import sqlalchemy as sa
 
     from pipeline.config import SqlSource
 
-    url = os.environ.get("BACKFLUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    engine = reachable_engine()
     schema = f"bf_fixed_{uuid.uuid4().hex[:10]}"
     stamp = "datetime64[us, UTC]"
     completions = pd.DataFrame([
@@ -327,7 +319,7 @@ def test_a_bounded_sql_pull_reads_the_earlier_completions_of_its_orders(tmp_path
         for name, frame in tables.items():
             frame.to_sql(name, engine, schema=schema, index=False)
         config = config_for(tmp_path, tmp_path / "no-landing", lookback_days=1).replace(
-            sql=SqlSource(url=url, schema=schema))
+            sql=SqlSource(url=URL, schema=schema))
         result = job.run_dates(config, [dt.date(2026, 3, 10)])
     finally:
         with engine.begin() as conn:
@@ -383,22 +375,14 @@ def test_a_bounded_sql_pull_with_fixed_lines_reconciles_like_the_whole_landing(t
     the last date from SQL, bounded to a look-back of 1 day, gives the same consumption,
     adjustments and variance as the same run over the whole landing (an independent method: the
     landing run sees every earlier completion of every order)."""
-    import os
     import uuid
 
     import pyarrow.parquet as pq
-    import sqlalchemy as sa
 
     from pipeline.config import SqlSource
     from pipeline.generate import generate_landing
 
-    url = os.environ.get("BACKFLUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect():
-            pass
-    except sa.exc.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    engine = reachable_engine()
     landing = tmp_path / "landing"
     start, days = dt.date(2026, 1, 1), 6
     generate_landing(landing, items=8, completions=3000, days=days, seed=11, start=start, plants=2)
@@ -421,7 +405,7 @@ def test_a_bounded_sql_pull_with_fixed_lines_reconciles_like_the_whole_landing(t
             frame.to_sql(table, engine, schema=schema, index=False)
         from_files = config_for(tmp_path / "files", landing, lookback_days=1)
         from_sql = config_for(tmp_path / "sql", tmp_path / "no-landing", lookback_days=1).replace(
-            sql=SqlSource(url=url, schema=schema))
+            sql=SqlSource(url=URL, schema=schema))
         job.run_dates(from_files, [last])
         result = job.run_dates(from_sql, [last])
     finally:

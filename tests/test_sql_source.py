@@ -24,8 +24,8 @@ from pipeline.generate import generate_landing
 from pipeline.sources import SourceError
 from pipeline.warehouse import Warehouse
 from tests.landing import write_table
+from tests.postgres import URL, reachable_engine
 
-URL = os.environ.get("BACKFLUSH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 START = dt.date(2026, 1, 1)
 DAYS = 4
 VOLATILE = {"run_id", "posted_at", "posting_id", "started_at", "finished_at", "as_of",  # run identity and clock
@@ -34,13 +34,7 @@ VOLATILE = {"run_id", "posted_at", "posting_id", "started_at", "finished_at", "a
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[sa.Engine]:
-    eng = sa.create_engine(URL, poolclass=sa.pool.NullPool)
-    try:
-        with eng.connect():
-            pass
-    except sa.exc.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432; start it with "
-                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+    eng = reachable_engine(URL)
     yield eng
     eng.dispose()
 
