@@ -129,11 +129,12 @@ def component_flows(demand: pd.DataFrame, requirements: pd.DataFrame) -> pd.Data
     if "qty_per_order" not in flows.columns:
         flows["qty_per_order"] = 0.0
     orders = flows["orders"] if "orders" in flows.columns else 0
-    flows["qty"] = flows["qty"] * flows["qty_per_unit"] + orders * flows["qty_per_order"]
+    flows["fixed_qty"] = orders * flows["qty_per_order"]
+    flows["qty"] = flows["qty"] * flows["qty_per_unit"] + flows["fixed_qty"]
     keep = (flows["qty_per_unit"] != 0) | (flows["qty"] != 0)
     if not keep.all():
         flows = flows[keep]
-    columns = DEMAND_KEYS + ["component_item_id", "qty_per_unit", "qty_per_order", "qty", "completions"]
+    columns = DEMAND_KEYS + ["component_item_id", "qty_per_unit", "qty_per_order", "qty", "fixed_qty", "completions"]
     return flows[columns].reset_index(drop=True)
 
 
@@ -154,6 +155,8 @@ def theoretical_consumption(flows: pd.DataFrame, items: pd.DataFrame, *, sort: b
             "item_id": consumed["item_id"],
             "component_item_id": consumed["component_item_id"],
             "qty": consumed["qty"],
+            # the part of qty needed once per order (fixed-quantity lines, issue 16.3)
+            "fixed_qty": consumed["fixed_qty"].astype("float64") if "fixed_qty" in consumed.columns else 0.0,
             "uom": pd.Series(master["uom"].to_numpy(dtype=object)[codes], index=consumed.index, dtype="str"),
             "backflushed": master["backflush"].fillna(False).to_numpy(dtype=bool)[codes],
             "completions": consumed["completions"].astype("int64"),

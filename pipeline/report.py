@@ -76,6 +76,7 @@ class PeriodData:
     stock_exceptions: pd.DataFrame = field(default_factory=pd.DataFrame)
     released: pd.DataFrame = field(default_factory=pd.DataFrame)  # quarantined rows released since
     bom_suggestions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fixed_quantities: pd.DataFrame = field(default_factory=pd.DataFrame)  # consumption rows with a fixed part
 
 
 # ------------------------------------------------------------------ reading
@@ -115,6 +116,8 @@ def read_period(warehouse: str, start: dt.date, end: dt.date, *, plants: list[st
         runs=wh.read("runs", columns=["run_id", "status", "business_dates", "plants", "finished_at"]),
         stock_exceptions=wh.read("stock_exceptions", filters=period("count_date")),
         bom_suggestions=wh.read("bom_suggestions", filters=plant_filter),
+        fixed_quantities=wh.read("consumption", filters=period("business_date") & (ds.field("fixed_qty") != 0),
+                                 columns=["plant_id", "component_item_id", "uom", "fixed_qty"]),
     )
 
 
@@ -827,7 +830,28 @@ scrap % is probably too low. <b>bom_qty_high</b>: the reverse. <b>insufficient_c
 counts so far. Realised scrap is the scrap % that would make the BOM match what was used.</p>
 {_table("bom-accuracy-table", columns, rows, note="flagged components first, largest deviation first")}
 {_suggestions_part(data)}
+{_fixed_part(data)}
 </section>"""
+
+
+def fixed_quantity_totals(consumption: pd.DataFrame) -> pd.DataFrame:
+    """Per (plant, component, uom): the fixed quantities (once per order) consumed in the period."""
+    if consumption.empty:
+        return pd.DataFrame({"plant_id": [], "component_item_id": [], "uom": [], "fixed_qty": []})
+    return consumption.groupby(["plant_id", "component_item_id", "uom"], as_index=False, sort=True)["fixed_qty"].sum()
+
+
+def _fixed_part(data: PeriodData) -> str:
+    totals = fixed_quantity_totals(data.fixed_quantities)
+    if totals.empty:
+        return ""
+    columns = [Column("Plant", "plant_id"), Column("Component", "component_item_id"), Column("UoM", "uom"),
+               Column("Fixed quantity", "fixed_qty", "qty", 3)]
+    return f"""
+<h3>Fixed quantities</h3>
+<p class="how">The part of consumption a fixed-quantity BOM line needs once per production order
+(set-ups, test pieces), carried by each order's first completion: it does not grow with the units made.</p>
+{_table("fixed-quantities", columns, totals.head(TOP_COUNTS))}"""
 
 
 def _suggestions_part(data: PeriodData) -> str:

@@ -227,6 +227,7 @@ CONSUMPTION = pa_arrow.schema(
         ("item_id", _str),
         ("component_item_id", _str),
         ("qty", _f64),
+        ("fixed_qty", _f64),  # the part of qty needed once per production order (bom.fixed_qty)
         ("uom", _str),
         ("backflushed", pa_arrow.bool_()),
         ("completions", _i64),

@@ -282,6 +282,18 @@ def test_fixed_quantities_through_the_command_line(tmp_path: Path) -> None:
     }
     postings = read(tmp_path, "postings").set_index("item_id")["qty_delta"].to_dict()
     assert postings == {"FG": 10.0, "RM": -50.0, "SETUP": -2.0}
+    # consumption says which part is fixed: SETUP 2 of 2, RM none of 50
+    consumed = read(tmp_path, "consumption").set_index("component_item_id")["fixed_qty"].to_dict()
+    assert consumed == {"RM": 0.0, "SETUP": 2.0}
+    page = tmp_path / "report.html"
+    report = [sys.executable, "-m", "pipeline.cli", "--quiet", "report", "--warehouse", str(tmp_path / "warehouse"),
+              "--from", "2026-03-02", "--to", "2026-03-02", "--out", str(page)]
+    done = subprocess.run(report, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    html = page.read_text("utf-8")
+    table = html[html.index('id="fixed-quantities"'):]
+    table = table[:table.index("</table>")]
+    assert "SETUP" in table and "2.000" in table and "RM" not in table
 
 
 # ------------------------------------------------------------------------------------ SQL sources
