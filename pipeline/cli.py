@@ -290,12 +290,12 @@ def render_summary(results: Sequence[job.RunResult]) -> str:
         lines.append(f"variance:         {v['counts']:,} counts, {v['checked']:,} checked, "
                      f"{v['over_tolerance']:,} over tolerance, {v['baselines']:,} baselines, "
                      f"net value {v['variance_value']:,.2f}")
-        if "stock_exceptions" in v:
-            lines.append(f"stock exceptions: {v['stock_exceptions']:,} count windows whose book stock went below zero")
         top_variances: list[dict[str, Any]] = v.get("top", [])  # type: ignore[assignment]
         for row in top_variances:
             lines.append(f"  {row['count_id']:<14} {row['plant_id']}/{row['location_id']} {row['item_id']:<14} "
                          f"{row['variance_qty']:>12,.3f} {row['uom']:<4} {row['variance_value']:>12,.2f}")
+        if "stock_exceptions" in v:  # after the largest variances, which belong to the line above
+            lines.append(f"stock exceptions: {v['stock_exceptions']:,} count windows whose book stock went below zero")
     flags = last.bom_accuracy_flags
     if flags:
         lines.append("BOM accuracy:     " + ", ".join(f"{k} {n}" for k, n in sorted(flags.items())))
