@@ -68,6 +68,15 @@ def db(engine: sa.Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+
+# master data of the hand-worked SQL cases: FG (10.00 each, whole units) takes 5 kg RM (3.00/kg)
+FG_FROM_RM: dict[str, list[dict[str, object]]] = {
+    "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
+               "uom_decimals": 0},
+              {"item_id": "RM", "uom": "KG", "standard_cost": 3.0, "phantom": False, "backflush": True,
+               "uom_decimals": 3}],
+    "bom": [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5.0}],
+}
 @contextlib.contextmanager
 def _files_and_sql(engine: sa.Engine, tmp_path: Path, tables: dict[str, list[dict[str, object]]],
                    prefix: str) -> Iterator[tuple[Config, Config, str]]:
@@ -417,11 +426,7 @@ def test_a_correction_moved_out_of_the_read_window_is_seen(engine: sa.Engine, tm
     conflicting row outside the window is DUPLICATE_ID from both sources."""
 
     tables: dict[str, list[dict[str, object]]] = {
-        "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
-                   "uom_decimals": 0},
-                  {"item_id": "RM", "uom": "KG", "standard_cost": 3.0, "phantom": False, "backflush": True,
-                   "uom_decimals": 3}],
-        "bom": [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5.0}],
+        **FG_FROM_RM,
         "completions": [_completion("C1", 100, "2026-03-03T10:00", "2026-03-03T10:00"),
                         _completion("C2", 50, "2026-03-04T10:00", "2026-03-04T10:00")],  # watermark: 4 March 10:00
         "stock_counts": [{"count_id": k, "plant_id": "P1", "location_id": "L1", "item_id": "RM", "counted_qty": q,
@@ -528,11 +533,7 @@ def test_a_plant_restricted_run_reads_only_its_plants_rows_and_writes_what_files
         return {**_completion(cid, qty, "2026-03-03T10:00", recorded), "plant_id": plant}
 
     tables: dict[str, list[dict[str, object]]] = {
-        "items": [{"item_id": "FG", "uom": "EA", "standard_cost": 10.0, "phantom": False, "backflush": True,
-                   "uom_decimals": 0},
-                  {"item_id": "RM", "uom": "KG", "standard_cost": 3.0, "phantom": False, "backflush": True,
-                   "uom_decimals": 3}],
-        "bom": [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5.0}],
+        **FG_FROM_RM,
         "completions": [
             row("A1", "P1", 10),
             row("A2", " P1 ", 20),  # P1 once stripped: not a plain id, so pulled
