@@ -26,8 +26,8 @@ writes (`choose`):
   dated outside it, whatever its latest version: the closure takes one step.
 
 Master data and stock counts are read whole (a count's previous count may be of any age). A
-pruned read adds the plants and sites of the files it did not read (from the manifest), so that
-the plants of a run and the check of counts at locations without flows are those of a full read.
+pruned read adds the plants of the files it did not read (from the manifest), so that the plants
+of a run are those of a full read (the manifest's sites, kept in its rows, are no longer read).
 The manifest is staged in the run's transaction and published with its outputs.
 """
 
@@ -261,7 +261,6 @@ class Choice:
 
     files: Files
     unread_plants: set[str]
-    unread_sites: pd.DataFrame
     read: dict[str, int]
     skipped: dict[str, int]
 
@@ -285,15 +284,10 @@ def choose(manifest: Manifest, files: Files, lo: pd.Timestamp, hi: pd.Timestamp,
     reading = set(frame.loc[need, "source"])
     unread = frame[~need & holds]
     unread_plants = {str(p) for ps in unread["plants"] for p in ps}
-    sites = [str(s) for ss in unread["sites"] for s in ss]
-    split = [s.split(SITE_SEP, 1) for s in dict.fromkeys(sites)]
-    unread_sites = pd.DataFrame({"plant_id": [s[0] for s in split], "location_id": [s[1] for s in split]},
-                                dtype="str")
     if wanted is not None:
         unread_plants &= wanted
-        unread_sites = unread_sites[unread_sites["plant_id"].isin(wanted)]
     chosen_files = {table: [(s, p) for s, p in files.get(table, []) if s in reading] for table in FLOWS}
-    return Choice(files=chosen_files, unread_plants=unread_plants, unread_sites=unread_sites.reset_index(drop=True),
+    return Choice(files=chosen_files, unread_plants=unread_plants,
                   read={t: len(chosen_files[t]) for t in FLOWS},
                   skipped={t: len(files.get(t, [])) - len(chosen_files[t]) for t in FLOWS})
 
