@@ -1,7 +1,7 @@
 """Does the BOM explosion's cost grow with completions? Time `bom.explode` on keys from N and 10 N completions.
 
 For each size, the first N completion rows of the landing data are loaded through the pipeline's
-own `sources.load_inputs` (not timed), tagged with explosion keys exactly as
+own `accept.load_inputs` (not timed), tagged with explosion keys exactly as
 `consumption.explode_completions` does, and `bom.explode` is timed on those keys (best of
 --repeat). `explode_completions` as a whole (which does touch every completion) is timed once
 for context.
@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.intake import accept, scan
+
 
 def _truncate(raw: dict[str, list[tuple[str, Any]]], table: str, n: int) -> None:
     kept = []
@@ -30,13 +32,13 @@ def _truncate(raw: dict[str, list[tuple[str, Any]]], table: str, n: int) -> None
 
 
 def measure(landing: str, n: int, repeat: int) -> dict[str, Any]:
-    from pipeline import bom, consumption, sources
+    from pipeline.domain import bom, consumption
 
-    raw = sources.read_landing_files(landing)
+    raw = scan.read_landing_files(landing)
     _truncate(raw, "completions", n)
     for table in ("stock_counts", "movements"):
         raw[table] = [(name, frame.iloc[:0]) for name, frame in raw.get(table, [])][:1]
-    inputs = sources.load_inputs(raw)
+    inputs = accept.load_inputs(raw)
     completions = inputs.completions
     lines = bom.plant_lines(bom.line_requirements(inputs.bom, inputs.items, inputs.uom_conversions),
                             sorted(completions["plant_id"].unique()))

@@ -49,7 +49,7 @@ class LandingSpec:
 
 def generator_version() -> str:
     """A short hash of the generator's source: cached data is regenerated when the generator changes."""
-    return hashlib.sha256((ROOT / "pipeline" / "generate.py").read_bytes()).hexdigest()[:8]
+    return hashlib.sha256((ROOT / "pipeline" / "tools" / "generate.py").read_bytes()).hexdigest()[:8]
 
 
 def backflush_command() -> list[str]:

@@ -27,14 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENGINE_MODULES = ("job", "sources", "buckets", "schemas", "bom", "consumption", "ledger", "variance", "warehouse",
-                  "rounding", "progress")
-CLASSES = {"warehouse": ("Warehouse", "Transaction"), "sources": ("InputLoader", "CompletionAcceptor"),
-           "consumption": ("ExplosionCatalog",), "variance": ("CountWindows",), "buckets": ("_Totals",)}
+ENGINE_MODULES = ("job", "stages.read", "stages.digest", "stages.daily", "stages.counts", "stages.quarantine_files", "stages.result", "intake.scan", "intake.coerce",
+                  "intake.accept", "intake.spill", "contract.schemas", "domain.bom", "domain.consumption",
+                  "domain.ledger", "domain.variance", "domain.stock_windows", "domain.late_data", "domain.accuracy",
+                  "store.warehouse", "domain.rounding", "progress")
+CLASSES = {"warehouse": ("Warehouse", "Transaction"), "accept": ("InputLoader", "CompletionAcceptor"),
+           "consumption": ("ExplosionCatalog",), "stock_windows": ("CountWindows",), "digest": ("_Totals",)}
 # tiny helpers called per partition or per value: timing them costs more than they do
 SKIP = {"encode_segment", "_date", "_normalise", "_jsonable", "_file_token", "path", "partition_path",
         "exists", "is_local", "new_run_id", "column_kinds", "required_columns", "column_defaults",
-        "empty_quarantine", "_default_column"}
+        "empty_quarantine", "default_column"}
 
 
 def _status(field: str) -> int:
@@ -149,9 +151,10 @@ class Tracer:
 def instrument(tracer: Tracer) -> None:
     """Wrap every engine function, and rebind every module-level reference to it (from-imports too)."""
     modules = {}
-    for short in ENGINE_MODULES:
+    for path in ENGINE_MODULES:
+        short = path.rsplit(".", 1)[-1]
         try:
-            modules[short] = importlib.import_module(f"pipeline.{short}")
+            modules[short] = importlib.import_module(f"pipeline.{path}")
         except ImportError:
             continue
     replaced: dict[int, Callable[..., Any]] = {}

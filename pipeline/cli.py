@@ -147,8 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # the heavy imports, now that the arguments are known to be good
     from pipeline.config import ConfigError
-    from pipeline.sources import SourceError
-    from pipeline.warehouse import LockError, WarehouseError
+    from pipeline.errors import LockError, SourceError, WarehouseError
 
     try:
         return _dispatch(args)
@@ -179,7 +178,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
 
     if args.command == "generate":
-        from pipeline.generate import generate_landing
+        from pipeline.tools.generate import generate_landing
 
         counts = generate_landing(
             args.out, items=args.items, completions=args.completions, days=args.days, seed=args.seed,
@@ -192,7 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return _demo(Path(args.root), quiet=args.quiet)
     if args.command == "report":
-        from pipeline.report import write_report
+        from pipeline.report.html import write_report
 
         report_config = load_config(args.config, origin="command line", warehouse=args.warehouse)
         figures = write_report(report_config.warehouse, args.start, args.end, args.out, plants=args.plants)
@@ -222,9 +221,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _demo(root: Path, *, quiet: bool) -> int:
     from pipeline import job
     from pipeline.config import load_config
-    from pipeline.generate import calibrate_counts, generate_landing
     from pipeline.progress import Progress
-    from pipeline.warehouse import Warehouse
+    from pipeline.store.warehouse import Warehouse
+    from pipeline.tools.generate import calibrate_counts, generate_landing
 
     landing, warehouse = root / "landing", root / "warehouse"
     generate_landing(landing, items=40, completions=20_000, days=DEMO_DAYS, seed=42, start=DEMO_START,

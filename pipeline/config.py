@@ -104,9 +104,9 @@ class Config(_Model):
     workers: int = Field(default=2, ge=1)  # processes digesting buckets when there are several (1: all in the run's own process)
     spill_dir: str | None = None  # where buckets are spilled (default: the system's temporary folder)
     # posting periods through this business date are closed: their postings never change, a correction
-    # posts its delta on the first open date (see pipeline/periods.py; a `periods` table closes more)
+    # posts its delta on the first open date (see pipeline/domain/periods.py; a `periods` table closes more)
     closed_through: dt.date | None = None
-    # a run for some dates reads only the landing files that can change what it writes (pipeline.landing)
+    # a run for some dates reads only the landing files that can change what it writes (pipeline.intake.landing)
     prune_landing: bool = True
 
     allowed: ClassVar[Mapping[str, str]] = {

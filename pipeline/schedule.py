@@ -345,7 +345,7 @@ def is_transient(exc: BaseException) -> bool:
     permission error, a bug; these fail the same way on every try.
     """
     from pipeline.config import ConfigError
-    from pipeline.warehouse import LockError
+    from pipeline.errors import LockError
 
     if isinstance(exc, LockError):
         return True

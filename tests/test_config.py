@@ -152,7 +152,7 @@ def test_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = write(tmp_path, "lookback_days = 5\nworkers = 3\n[tolerances]\nabs_value = 90.0\n")
     environ = {"BACKFLUSH_CONFIG": str(path), "BACKFLUSH_LOOKBACK_DAYS": "4", "BACKFLUSH_TOLERANCES__PCT": "2.5",
                "BACKFLUSH_WAREHOUSE": "s3://env-bucket/wh", "BACKFLUSH_PLANTS": '["P2"]',
-               "BACKFLUSH_TEST_PAUSE_AFTER_MOVES": "1", "BACKFLUSH_REQUIRE_BROWSER": "yes"}  # not config: ignored
+               "BACKFLUSH_REQUIRE_BROWSER": "yes"}  # not config: ignored
     config = load_config(None, environ=environ, lookback_days=2)
     assert config.lookback_days == 2  # flag 2 over environment 4 over file 5
     assert config.workers == 3  # the file's

@@ -13,9 +13,8 @@ import pytest
 
 from pipeline import schedule
 from pipeline.config import ConfigError
+from pipeline.errors import LockError, SourceError, WarehouseError
 from pipeline.schedule import RunPlan, arrival_plan, business_date_for_run, nightly_plan
-from pipeline.sources import SourceError
-from pipeline.warehouse import LockError, WarehouseError
 
 UTC = dt.UTC
 D = dt.date(2026, 1, 10)

@@ -1,0 +1,1 @@
+"""Kernels the domain and the stages share: Arrow string membership and key hashes, the forked worker map."""

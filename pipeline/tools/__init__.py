@@ -1,0 +1,1 @@
+"""Tools around the pipeline: synthetic landing data (`backflush generate`)."""

@@ -1,0 +1,1 @@
+"""Shared test fixtures: landing builders, PostgreSQL, the Airflow environment, fault injection."""
