@@ -9,9 +9,10 @@ partition folder), the partition values become string columns, the columns that 
 run-specific (RUN_SPECIFIC below, each with its reason) are dropped, the columns holding a run id
 (RUN_ID_COLUMNS) are replaced by the run's rank in its warehouse, and the two sides are compared
 exactly: the set of partition folders, the file schema (names, order, Arrow types, nullability;
-Parquet metadata aside), the row count, and the rows as multisets (`EXCEPT ALL` both ways in
-DuckDB: the same as sorting both by every remaining column and comparing row by row). Values are
-compared as DuckDB compares them: no tolerance on floats; NULL equals NULL, NaN equals NaN and
+Parquet metadata aside), the row count, and the rows as multisets: equal in file order (files in
+path order, each written sorted: the common case, under a second a dataset), or else every distinct
+row counted on each side in one DuckDB aggregation (the same as sorting both by every remaining
+column and comparing row by row). Values are compared as DuckDB compares them: no tolerance on floats; NULL equals NULL, NaN equals NaN and
 -0.0 equals 0.0. How many files a partition is split into (postings: one file per run, or per
 batch of dates when workers wrote them) is physical layout and only printed as a note.
 
@@ -92,6 +93,16 @@ def is_hidden(name: str) -> bool:
     return name.startswith(("_", "."))
 
 
+def unsettled(root: Path) -> list[str]:
+    """Signs that a run is in progress or crashed before its journal was rolled forward: the published
+    datasets are then not the warehouse's final state (the next run recovers it)."""
+    found = []
+    for folder in ("_staging", "_journal", "_locks"):
+        if (root / folder).is_dir() and any(p.is_file() for p in (root / folder).rglob("*")):
+            found.append(folder)
+    return found
+
+
 def datasets(root: Path) -> dict[str, Path]:
     """Every dataset folder (and top-level file) of a warehouse, by name."""
     return {p.name: p for p in sorted(root.iterdir()) if not is_hidden(p.name)}
@@ -135,7 +146,7 @@ def read_side(folder: Path | None, threads: int) -> Side:
         table = table.replace_schema_metadata(None)
         for key, value in partition_values(rel):
             name = f"_partition_{key}" if key in table.column_names else key
-            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+            table = table.append_column(name, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
         return table
 
     with ThreadPoolExecutor(threads) as pool:
@@ -229,7 +240,7 @@ class Result:
 
 def compare_dataset(dataset: str, a_path: Path | None, b_path: Path | None, ranks: tuple[pa.Array, pa.Array],
                     *, examples: int, ignored: set[tuple[str, str]], threads: int,
-                    con: duckdb.DuckDBPyConnection) -> Result:
+                    con: duckdb.DuckDBPyConnection, multiset: bool = False) -> Result:
     if a_path is None or b_path is None:
         present = a_path or b_path
         assert present is not None
@@ -279,20 +290,25 @@ def compare_dataset(dataset: str, a_path: Path | None, b_path: Path | None, rank
         if skipped:
             details.append(f"rows compared on the {len(columns)} columns that cast to the same type "
                            f"(not {', '.join(skipped)})")
-        con.register("a_side", ta.select(columns))
-        con.register("b_side", tb.select(columns))
+        ta, tb = ta.select(columns), tb.select(columns)
+        # exact and fast: rows equal in file order (files in path order, each written sorted) are
+        # equal as multisets; otherwise the multiset difference, both ways
+        same_order = not multiset and ta.num_rows == tb.num_rows and ta.equals(tb)
+        con.register("a_side", ta)
+        con.register("b_side", tb)
         select = ", ".join(quoted(c) for c in columns)
-        for label, first, second in (("A", "a_side", "b_side"), ("B", "b_side", "a_side")):
-            diff = f"SELECT {select} FROM {first} EXCEPT ALL SELECT {select} FROM {second}"
-            count = con.execute(f"SELECT count(*) FROM ({diff})").fetchall()[0]
-            n = int(count[0]) if count else 0
-            if label == "A":
-                only_a_rows = n
-            else:
-                only_b_rows = n
-            if n:
-                for row in con.execute(f"SELECT * FROM ({diff}) ORDER BY ALL LIMIT {examples}").fetchall():
-                    details.append(f"only in {label}: {short(columns, row)}")
+        if not same_order:
+            # one hash aggregation: every distinct row with (copies in A) - (copies in B); nonzero = a difference
+            con.execute(f"CREATE OR REPLACE TEMP TABLE diff AS SELECT {select}, sum(w) AS _n FROM ("
+                        f"SELECT {select}, 1 AS w FROM a_side UNION ALL SELECT {select}, -1 AS w FROM b_side) "
+                        f"GROUP BY {select} HAVING sum(w) <> 0").fetchall()
+            tally = con.execute("SELECT coalesce(sum(_n) FILTER (WHERE _n > 0), 0), "
+                                 "coalesce(-sum(_n) FILTER (WHERE _n < 0), 0) FROM diff").fetchall()[0]
+            only_a_rows, only_b_rows = int(tally[0]), int(tally[1])
+            for label, sign in (("A", ">"), ("B", "<")):
+                found = con.execute(f"SELECT {select} FROM diff WHERE _n {sign} 0 ORDER BY ALL LIMIT {examples}").fetchall()
+                details += [f"only in {label}: {short(columns, row)}" for row in found]
+            con.execute("DROP TABLE diff").fetchall()
         con.unregister("a_side")
         con.unregister("b_side")
     elif (ta is None) != (tb is None):
@@ -319,7 +335,7 @@ def compare_dataset(dataset: str, a_path: Path | None, b_path: Path | None, rank
 
 
 def compare(a_root: Path, b_root: Path, *, examples: int = 3, ignore: Iterable[str] = (), threads: int = 4,
-            only: Iterable[str] = ()) -> list[Result]:
+            only: Iterable[str] = (), multiset: bool = False) -> list[Result]:
     ignored = set()
     for item in ignore:
         dataset, _, column = item.partition(".")
@@ -333,7 +349,7 @@ def compare(a_root: Path, b_root: Path, *, examples: int = 3, ignore: Iterable[s
     con = duckdb.connect()
     con.execute(f"SET threads TO {threads}")
     return [compare_dataset(n, a_sets.get(n), b_sets.get(n), ranks, examples=examples, ignored=ignored,
-                            threads=threads, con=con) for n in names]
+                            threads=threads, con=con, multiset=multiset) for n in names]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -346,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also leave out this column (repeatable)")
     parser.add_argument("--dataset", action="append", default=[], help="compare only this dataset (repeatable)")
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--multiset", action="store_true",
+                        help="always compute the multiset difference (skip the equal-in-file-order shortcut)")
     parser.add_argument("--list-dropped", action="store_true", help="print the dropped and ranked columns, and why")
     args = parser.parse_args(argv)
     for root in (args.a, args.b):
@@ -359,8 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{title:16} {dataset}.{column}: {why}")
     started = time.perf_counter()
     print(f"A: {args.a}\nB: {args.b}")
+    for label, root in (("A", args.a), ("B", args.b)):
+        if unsettled(root):
+            print(f"warning: {label} has files in {', '.join(unsettled(root))}: a run is in progress or did "
+                  "not finish; the comparison sees only what is published")
     results = compare(args.a, args.b, examples=args.examples, ignore=args.ignore, threads=args.threads,
-                      only=args.dataset)
+                      only=args.dataset, multiset=args.multiset)
     width = max((len(r.dataset) for r in results), default=0)
     for r in results:
         print(f"{r.dataset:{width}}  {r.line}")
