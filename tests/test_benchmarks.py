@@ -173,6 +173,7 @@ def test_two_backfills_of_one_landing_are_identical(twice: tuple[Path, Path, Pat
         assert any(line.startswith(name + " ") and "identical" in line for line in out.splitlines()), out
     results = by_name(compare_warehouses.compare(wh1, wh2))
     assert sorted(results) == listed
+    assert all(r.identical for r in compare_warehouses.compare(wh1, wh2, multiset=True))  # the full count too
     assert results["quarantine"].line.startswith("identical")
     quarantined = pq.read_table(wh1 / "quarantine").num_rows
     assert quarantined > 0 and f"({quarantined:,} rows" in results["quarantine"].line
@@ -235,7 +236,14 @@ def test_each_kind_of_difference_is_reported(twice: tuple[Path, Path, Path], tmp
     pq.write_table(table.slice(half), adjustments.parent / "part-b.parquet")
     adjustments.unlink()
 
+    # a bom_suggestions file with its rows in reverse order: the same rows, identical
+    exceptions = sorted((wh / "bom_suggestions").rglob("*.parquet"))[0]
+    table = pq.read_table(exceptions)
+    assert table.num_rows > 1
+    pq.write_table(table.take(pa.array(range(table.num_rows - 1, -1, -1))), exceptions)
+
     results = by_name(compare_warehouses.compare(wh1, wh))
+    assert results["bom_suggestions"].identical
     assert (results["postings"].only_a, results["postings"].only_b) == (1, 1)
     assert "qty_delta" in " ".join(results["postings"].details)
     assert results["variance"].only_a == gone_rows > 0 and results["variance"].only_b == 0
@@ -245,6 +253,21 @@ def test_each_kind_of_difference_is_reported(twice: tuple[Path, Path, Path], tmp
     assert results["extra"].line == "only in B (2 rows)"
     assert results["adjustments"].identical
     assert any("layout only" in d for d in results["adjustments"].details)
-    unchanged = {"bom_accuracy", "bom_suggestions", "landing_manifest", "quarantine", "runs", "stock_exceptions"}
+    unchanged = {"bom_accuracy", "landing_manifest", "quarantine", "runs", "stock_exceptions"}
     assert all(results[n].identical for n in unchanged & set(results))
     assert compare_warehouses.main([str(wh1), str(wh)]) == 1
+
+
+def test_run_ids_are_compared_by_rank(twice: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Two warehouses of two runs each (a backfill, then the same backfill again): identical, though all four
+    run ids differ; against a warehouse of one run, `runs` differs by one row (rank 2)."""
+    landing, wh1, _ = twice
+    a = backfill(landing, backfill(landing, tmp_path / "a"))
+    b = backfill(landing, backfill(landing, tmp_path / "b"))
+    ids = set(pq.read_table(a / "runs").column("run_id").to_pylist()) | set(
+        pq.read_table(b / "runs").column("run_id").to_pylist())
+    assert len(ids) == 4
+    assert all(r.identical for r in compare_warehouses.compare(a, b)), compare_warehouses.compare(a, b)
+    runs = by_name(compare_warehouses.compare(wh1, a))["runs"]
+    assert (runs.only_a, runs.only_b) == (0, 1)
+    assert any(d.startswith("only in B: run_id=2,") for d in runs.details), runs.details
