@@ -83,6 +83,7 @@ class Side:
     schemas: list[pa.Schema] = field(default_factory=list)  # distinct file schemas, first seen first
     table: pa.Table | None = None
     problems: list[str] = field(default_factory=list)
+    others: set[str] = field(default_factory=set)  # visible files that are not Parquet
 
     @property
     def rows(self) -> int:
@@ -111,7 +112,7 @@ def datasets(root: Path) -> dict[str, Path]:
 def data_files(folder: Path) -> list[tuple[str, Path]]:
     """(partition folder relative to the dataset, file) of every visible Parquet file of a dataset."""
     if folder.is_file():
-        return [("", folder)]
+        return [("", folder)] if folder.suffix == ".parquet" else []
     out = []
     for path in sorted(folder.rglob("*.parquet")):
         rel = path.relative_to(folder)
@@ -119,6 +120,14 @@ def data_files(folder: Path) -> list[tuple[str, Path]]:
             continue
         out.append((rel.parent.as_posix() if rel.parent != Path(".") else "", path))
     return out
+
+
+def other_files(folder: Path) -> set[str]:
+    """The visible files of a dataset that are not Parquet (none expected), relative to the dataset."""
+    if folder.is_file():
+        return set() if folder.suffix == ".parquet" else {folder.name}
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.suffix != ".parquet"
+            and not any(is_hidden(part) for part in p.relative_to(folder).parts)}
 
 
 def partition_values(rel: str) -> list[tuple[str, str]]:
@@ -137,6 +146,7 @@ def read_side(folder: Path | None, threads: int) -> Side:
         return side
     files = data_files(folder)
     side.files = len(files)
+    side.others = other_files(folder)
     for rel, _ in files:
         side.partitions[rel] = side.partitions.get(rel, 0) + 1
 
@@ -257,6 +267,12 @@ def compare_dataset(dataset: str, a_path: Path | None, b_path: Path | None, rank
         for problem in side.problems:
             details.append(f"{label}: {problem}")
             different = True
+    if a.others != b.others:
+        different = True
+        details.append(f"other (not Parquet) files differ: only in A {sorted(a.others - b.others)[:examples]}, "
+                       f"only in B {sorted(b.others - a.others)[:examples]}")
+    elif a.others:
+        notes.append(f"{len(a.others)} file(s) that are not Parquet on both sides, not compared")
     if set(a.partitions) != set(b.partitions):
         different = True
         only_a = sorted(set(a.partitions) - set(b.partitions))

@@ -220,6 +220,7 @@ def test_each_kind_of_difference_is_reported(twice: tuple[Path, Path, Path], tmp
     gone = sorted((wh / "variance").rglob("*.parquet"))[0]
     gone_rows = pq.read_table(gone).num_rows
     shutil.rmtree(gone.parent)
+    (wh / "variance" / "notes.txt").write_text("not data")  # a file that is not Parquet
     # a consumption column of another type
     part = sorted((wh / "consumption").rglob("*.parquet"))[0]
     table = pq.read_table(part)
@@ -248,6 +249,7 @@ def test_each_kind_of_difference_is_reported(twice: tuple[Path, Path, Path], tmp
     assert "qty_delta" in " ".join(results["postings"].details)
     assert results["variance"].only_a == gone_rows > 0 and results["variance"].only_b == 0
     assert "partition sets differ" in results["variance"].line
+    assert any("not Parquet" in d and "notes.txt" in d for d in results["variance"].details)
     assert "schema differs" in results["consumption"].line
     assert any("completions: int64 vs double" in d for d in results["consumption"].details)
     assert results["extra"].line == "only in B (2 rows)"
