@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline.error_queue as error_queue
+import pipeline.rerun as rerun
 from pipeline import __version__, buckets, consumption, landing, ledger, periods, sources, variance
 from pipeline import workers as workers_
 from pipeline.config import Config
@@ -63,6 +64,8 @@ class RunResult:
     dry_run: bool = False
     started_at: pd.Timestamp | None = None
     finished_at: pd.Timestamp | None = None
+    unchanged_since: str | None = None  # an unchanged re-run (`pipeline.rerun`): the run it matched
+    inputs_digest: str | None = None  # runs.inputs_digest (`pipeline.rerun`)
 
 
 def new_run_id(now: pd.Timestamp) -> str:
@@ -80,6 +83,7 @@ class RunInputs:
     manifest: landing.Manifest | None = None  # of the landing files, published with the run's outputs
     files_read: dict[str, int] = field(default_factory=dict)  # completion and movement files read
     files_skipped: dict[str, int] = field(default_factory=dict)  # ... and pruned
+    inputs_digest: str | None = None  # `pipeline.rerun`: recorded in the run's `runs` row
 
     @property
     def plants(self) -> pd.DataFrame:
@@ -318,10 +322,17 @@ def run_dates(
     started = pd.Timestamp.now(tz="UTC").floor("us")
     run_id = new_run_id(started)
     progress = progress or SILENT
-    if inputs is None:
+    check = None
+    if inputs is None:  # an unchanged re-run stops here (`pipeline.rerun`)
+        check = rerun.check(config, dates, plants, command, late_data)
+        skipped = rerun.skip(config, check, run_id, started, command, dry_run, progress) if check else None
+        if skipped is not None:
+            return skipped
         progress.stage("read", source="sql" if config.sql is not None else config.landing)
         inputs = read_inputs(config, dates, plants=plants or config.plants or None)
     run_inputs = summarised(inputs)
+    if check is not None:
+        run_inputs.inputs_digest = check.digest_of(run_inputs.manifest)
     scope_plants = plants_in_scope(run_inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
     requested = sorted(set(dates))
@@ -573,6 +584,7 @@ def _process(
         rows_superseded={t: s.superseded for t, s in inputs.stats.items()},
         started_at=started,
         finished_at=finished,
+        inputs_digest=run_inputs.inputs_digest,
     )
     result.quarantine_by_code = {str(k): int(v) for k, v in quarantine["error_code"].value_counts().sort_index().items()}
     result.adjustments_by_kind = adjustments_by_kind
@@ -834,6 +846,7 @@ def _runs_row(result: RunResult, fingerprints: pd.DataFrame, watermark: pd.Times
             "released": [result.released],
             "master_changed_dates": [result.master_changed_dates],
             "master_fingerprints": [master_fingerprints],
+            "inputs_digest": [result.inputs_digest],
         }
     )
 
