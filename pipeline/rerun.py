@@ -22,8 +22,9 @@ runs before it) was then last written by a run over the same inputs: a full run 
 the same rows. It is checked again under the plants' lock. The run then writes one `runs` row
 (`skip_row`) and, if some landing file was only touched, the manifest with its new mtimes; nothing
 else. Never skipped: a SQL source, `prune_landing = false`, `reprocess_master_data`, inputs given
-by the caller (a backfill's batches), `skip_unchanged_reruns = false`, a warehouse whose last run
-has no digest (written before this column, or a backfill).
+by the caller (a backfill's batches), a command other than `run` (the DAG's backfills),
+`skip_unchanged_reruns = false`, a warehouse whose last run has no digest (written before this
+column, or a backfill).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def check(config: Config, dates: Sequence[dt.date], plants: Sequence[str] | None
           late_data: bool) -> Check | None:
     """The run's key and master hashes, and whether it is an unchanged re-run (`Check.previous`);
     None when it may not stop early (`eligible`). Reads no landing file but the master data."""
-    if not eligible(config) or not dates:
+    if not eligible(config) or not dates or command != "run":  # a backfill recomputes on purpose
         return None
     key = {"scheme": DIGEST_SCHEME, "command": command, "dates": sorted(f"{d:%Y-%m-%d}" for d in set(dates)),
            "plants": sorted(set(plants or ())), "late_data": bool(late_data), "version": __version__,

@@ -259,6 +259,12 @@ def test_never_skipped_without_pruning_or_with_master_data_reprocessing(world: d
         assert not rerun.eligible(skip)
         assert not _is_skip(job.run_dates(skip, [NIGHT]))
         assert pd.isna(_runs(skip).iloc[-1]["inputs_digest"])  # a run that may not stop early records none
+    # a SQL source has no landing bytes to compare: never (checked before anything is read)
+    sql = load_config(None, landing=str(world["landing"]), warehouse=str(world["skip"]),
+                      sql={"url": "postgresql://127.0.0.1:5432/test"})
+    assert not rerun.eligible(sql) and rerun.check(sql, [NIGHT], None, "run", True) is None
+    # nor a backfill, the command or the DAG's (`run_dates(command="backfill")`): it asks to recompute
+    assert rerun.check(_config(world["landing"], world["skip"], True), [NIGHT], None, "backfill", False) is None
     # nor after such a run (its digest is null), until a run records one
     skip, _ = _both(world)
     assert not _is_skip(job.run_dates(skip, [NIGHT]))
