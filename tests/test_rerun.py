@@ -26,6 +26,7 @@ import pytest
 from pipeline import cli, job, rerun
 from pipeline.config import Config, Tolerances, load_config
 from pipeline.warehouse import Warehouse
+from tests.test_objectstore import endpoint, landings  # noqa: F401  (fixtures)
 from tests.test_pruning import RUN_COLUMNS, START, _drop, generated  # noqa: F401  (a fixture)
 
 NIGHT = START + dt.timedelta(days=15)  # the landing holds days 1..16; days 1..15 are backfilled
@@ -284,3 +285,35 @@ def test_a_warehouse_from_before_the_column_still_reads_and_runs_in_full_once(wo
     assert not _is_skip(first) and first.business_dates == [NIGHT]
     assert _is_skip(job.run_dates(skip, [NIGHT]))
     assert pa.types.is_string(pq.read_schema(runs_dir / f"run-{first.run_id}.parquet").field("inputs_digest").type)
+
+
+# ---------------------------------------------------------------------------------- on an object store
+
+
+def test_an_unchanged_rerun_stops_early_on_an_s3_warehouse(endpoint: str, landings: tuple[Path, Path]) -> None:  # noqa: F811
+    """The same check and commit on an s3:// warehouse (moto's S3 emulation on loopback, as in
+    tests/test_objectstore.py): the re-run adds its `runs` object and changes no other."""
+    import pyarrow.fs as pafs
+
+    from tests.test_objectstore import DATES, config, new_bucket
+
+    _, b = landings
+    uri = f"s3://{new_bucket(endpoint)}/warehouse"
+    first = job.run_dates(config(b, uri), DATES[-1:])
+    warehouse = Warehouse(uri)
+
+    def objects() -> dict[str, bytes]:
+        infos = warehouse.filesystem.get_file_info(pafs.FileSelector(warehouse.root, recursive=True))
+        out = {}
+        for info in infos:
+            if info.type == pafs.FileType.File:
+                with warehouse.filesystem.open_input_stream(info.path) as stream:
+                    out[info.path] = stream.read()
+        return out
+
+    before = objects()
+    again = job.run_dates(config(b, uri), DATES[-1:])
+    assert again.unchanged_since == first.run_id and again.rows_written == {"runs": 1}
+    after = objects()
+    assert sorted(set(after) - set(before)) == [f"{warehouse.root}/runs/run-{again.run_id}.parquet"]
+    assert all(after[name] == data for name, data in before.items())
