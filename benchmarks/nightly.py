@@ -329,6 +329,10 @@ def run_log_summary(log: str) -> dict[str, Any]:
     posted = re.search(r"postings appended: ([\d,]+)", text)
     if posted:
         out["postings_appended"] = int(posted.group(1).replace(",", ""))
+    unchanged = re.search(r"unchanged since run (\S+)", text)
+    if unchanged:  # an unchanged re-run stopped early (issue 17.5): it read and posted nothing
+        out.update(unchanged_since=unchanged.group(1), business_dates=0, postings_appended=0,
+                   rows_read={"completions": 0})
     return out
 
 
@@ -337,6 +341,8 @@ def _said(s: dict[str, Any]) -> str:
     def num(v: object) -> str:
         return f"{v:,}" if isinstance(v, int) else "?"
 
+    if s.get("unchanged_since"):
+        return f"unchanged since run {s['unchanged_since']}: stopped early, nothing read or posted"
     return (f"{num(s.get('business_dates'))} date(s) {' .. '.join(s.get('dates', []))} processed, completions read "
             f"{num(s.get('rows_read', {}).get('completions'))}, postings appended {num(s.get('postings_appended'))}")
 

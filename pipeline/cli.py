@@ -247,6 +247,10 @@ def render_summary(results: Sequence[job.RunResult]) -> str:
     if not results:
         return "nothing to do"
     last = results[-1]
+    if last.unchanged_since is not None and len(results) == 1:
+        verb = "dry run (nothing written)" if last.dry_run else "run"
+        return (f"{verb} {last.run_id}: unchanged since run {last.unchanged_since} (landing, master data, config "
+                f"and code as then): nothing read, recomputed or posted; only its runs row written")
     lines = []
     dates = sorted({d for r in results for d in r.business_dates})
     runs = ", ".join(r.run_id for r in results)

@@ -108,6 +108,9 @@ class Config(_Model):
     closed_through: dt.date | None = None
     # a run for some dates reads only the landing files that can change what it writes (pipeline.intake.landing)
     prune_landing: bool = True
+    # a run whose landing, master data, configuration, code and warehouse are as at the last run of
+    # the same command and dates stops early and records only its `runs` row (pipeline.stages.rerun)
+    skip_unchanged_reruns: bool = True
 
     allowed: ClassVar[Mapping[str, str]] = {
         "plant_timezones": 'a table of plant id = IANA time zone name (e.g. P9 = "Europe/Vienna")',

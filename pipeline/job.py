@@ -17,7 +17,7 @@ from pipeline.contract.inputs import Inputs
 from pipeline.domain import error_queue
 from pipeline.domain.late_data import changed_dates, input_fingerprints
 from pipeline.progress import SILENT, Progress
-from pipeline.stages import counts, daily, quarantine_files, result
+from pipeline.stages import counts, daily, quarantine_files, rerun, result
 from pipeline.stages.context import RunContext
 from pipeline.stages.read import KnownPlants, RunInputs, known_plants, read_inputs, summarised
 from pipeline.stages.result import RunResult, new_run_id
@@ -54,10 +54,17 @@ def run_dates(
     started = pd.Timestamp.now(tz="UTC").floor("us")
     run_id = new_run_id(started)
     progress = progress or SILENT
-    if inputs is None:
+    check = None
+    if inputs is None:  # an unchanged re-run stops here (`pipeline.stages.rerun`)
+        check = rerun.check(config, dates, plants, command, late_data)
+        skipped = rerun.skip(config, check, run_id, started, command, dry_run, progress) if check else None
+        if skipped is not None:
+            return skipped
         progress.stage("read", source="sql" if config.sql is not None else config.landing)
         inputs = read_inputs(config, dates, plants=plants or config.plants or None)
     run_inputs = summarised(inputs)
+    if check is not None:
+        run_inputs.inputs_digest = check.digest_of(run_inputs.manifest)
     scope_plants = plants_in_scope(run_inputs, plants, config)
     warehouse = Warehouse(config.warehouse)
     requested = sorted(set(dates))

@@ -12,7 +12,7 @@ from pipeline import cli
 from pipeline.config import Config, ConfigError, SqlSource, Tolerances, load_config
 
 ALL_KEYS = ("bom_accuracy_counts, bucket_rows, closed_through, date_batch_days, landing, lock_stale_after_seconds, "
-            "lock_timeout_seconds, lookback_days, plant_timezones, plants, prune_landing, reprocess_master_data, spill_dir, sql, tolerances, "
+            "lock_timeout_seconds, lookback_days, plant_timezones, plants, prune_landing, reprocess_master_data, skip_unchanged_reruns, spill_dir, sql, tolerances, "
             "warehouse, workers")
 
 # (file text, what the error says after "config file PATH: "), written out by hand

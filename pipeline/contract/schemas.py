@@ -317,6 +317,7 @@ RUNS = pa_arrow.schema(
         ("released", pa_arrow.list_(_str)),  # quarantined rows this run released: "table:source_key"
         ("master_changed_dates", pa_arrow.list_(_str)),  # posted "plant|date" whose explosion changed
         ("master_fingerprints", pa_arrow.list_(_str)),  # see pipeline.domain.error_queue
+        ("inputs_digest", _str),  # see pipeline.stages.rerun; null: not recorded (older runs, backfills, SQL)
     ]
 )
 

@@ -38,6 +38,7 @@ class RunInputs:
     manifest: landing.Manifest | None = None  # of the landing files, published with the run's outputs
     files_read: dict[str, int] = field(default_factory=dict)  # completion and movement files read
     files_skipped: dict[str, int] = field(default_factory=dict)  # ... and pruned
+    inputs_digest: str | None = None  # `pipeline.stages.rerun`: recorded in the run's `runs` row
 
     @property
     def plants(self) -> pd.DataFrame:

@@ -54,6 +54,7 @@ def runs_row(result: RunResult, fingerprints: pd.DataFrame, watermark: pd.Timest
             "released": [result.released],
             "master_changed_dates": [result.master_changed_dates],
             "master_fingerprints": [master_fingerprints],
+            "inputs_digest": [result.inputs_digest],
         }
     )
 
@@ -84,6 +85,8 @@ class RunResult:
     dry_run: bool = False
     started_at: pd.Timestamp | None = None
     finished_at: pd.Timestamp | None = None
+    unchanged_since: str | None = None  # an unchanged re-run (`pipeline.stages.rerun`): the run it matched
+    inputs_digest: str | None = None  # runs.inputs_digest (`pipeline.stages.rerun`)
 
 
 def new_run_id(now: pd.Timestamp) -> str:
@@ -109,6 +112,7 @@ def summarise_run(run: RunContext, run_inputs: RunInputs, rejected: pd.DataFrame
         rows_superseded={t: s.superseded for t, s in inputs.stats.items()},
         started_at=run.started,
         finished_at=pd.Timestamp.now(tz="UTC").floor("us"),
+        inputs_digest=run_inputs.inputs_digest,
     )
     result.quarantine_by_code = {str(k): int(v) for k, v in rejected["error_code"].value_counts().sort_index().items()}
     result.adjustments_by_kind = daily.adjustments_by_kind

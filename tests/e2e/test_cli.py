@@ -211,7 +211,8 @@ def test_quiet_after_the_command_and_results_on_stdout_logs_on_stderr(generated:
             "--date", "2026-02-03"]
     quiet = subprocess.run([*base, "-q"], capture_output=True, text=True)
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
-    loud = subprocess.run([*base, "--dry-run"], capture_output=True, text=True)  # not a terminal: log lines
+    # another date (the same one again would stop early: an unchanged re-run, tests/stages/test_rerun.py)
+    loud = subprocess.run([*base[:-1], "2026-02-04", "--dry-run"], capture_output=True, text=True)  # not a terminal: log lines
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert loud.stdout.startswith("dry run (nothing written) ") and "rows read:" in loud.stdout
     assert not any(LOG_LINE.match(line) for line in loud.stdout.splitlines())

@@ -33,7 +33,8 @@ from tests.support.postgres import URL, reachable_engine
 START = dt.date(2026, 1, 1)
 DAYS = 4
 VOLATILE = {"run_id", "posted_at", "posting_id", "started_at", "finished_at", "as_of",  # run identity and clock
-            "source"}  # where a rejected row was read: a file line vs a SQL table
+            "source",  # where a rejected row was read: a file line vs a SQL table
+            "inputs_digest"}  # a landing run's digest of its files (pipeline.stages.rerun); a SQL run records none
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,11 @@ def make_landing(root: Path, **tables: Sequence[Mapping[str, object]]) -> Path:
 
 
 def config_for(root: Path, landing: Path, **overrides: object) -> Config:
-    """A config with the landing folder and a warehouse under root."""
+    """A config with the landing folder and a warehouse under root. Unchanged re-runs do not stop
+    early here (`skip_unchanged_reruns = false` unless overridden): these tests re-run to check what
+    the engine recomputes (idempotence, nothing posted twice); the short-circuit has its own tests
+    (tests/stages/test_rerun.py), which compare it with exactly this full re-run."""
+    overrides.setdefault("skip_unchanged_reruns", False)
     return load_config(None, landing=str(landing), warehouse=str(root / "warehouse"), **overrides)
 
 
