@@ -10,8 +10,16 @@ and Parquet are treated alike: coercion decides what a row holds (a Parquet foot
 are of raw values: ' P1 ' is plant P1 and a text timestamp has no order), so a file's facts are
 those of its coerced rows.
 
-A run for dates D reads, of completions and movements, only the files that can change what it
-writes (`choose`):
+The manifest describes pieces (issue 17.1): each row group of a Parquet file is a piece with
+facts of its own (its coerced rows: `row_group` 0..n-1, `row_groups` n), a CSV file (or a
+Parquet file without row groups) is one whole-file piece (`row_group` null). Every rule below is
+of pieces, as it was of files, and a run reads only the row groups it chose of a Parquet file
+(`Choice.row_groups`; their rows keep their lines in the whole file), so a monthly file or a
+growing history file is not read whole every night. A Parquet file known only from a manifest
+written before pieces (no `row_groups`) is described again, once. Footer statistics are not used.
+
+A run for dates D reads, of completions and movements, only the pieces that can change what it
+writes (`choose`; "file" below reads "piece"):
 
 - files with an event in the UTC span of the dates it may recompute (D and the look-back, each
   widened by the day either side that any time zone adds) and of the windows of the counts those
@@ -452,7 +460,7 @@ def _close_movements(frame: pd.DataFrame, need: np.ndarray, holds: np.ndarray) -
 
 def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Intervals [start, end] merged into sorted, disjoint ones (strings compare as Python does)."""
-    order = sorted(range(len(starts)), key=lambda i: starts[i])  # one per file, not per row
+    order = sorted(range(len(starts)), key=lambda i: starts[i])  # one per piece, not per row
     out_starts: list[object] = []
     out_ends: list[object] = []
     for i in order:
