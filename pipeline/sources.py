@@ -300,7 +300,7 @@ def read_parquet_chunks(path: Path, rows: int, row_groups: Sequence[int] | None 
         parquet = pq.ParquetFile(path)
         first = _first_lines(parquet) if row_groups is not None else None
         runs = [None] if row_groups is None else _runs(row_groups)
-        any_rows = False
+        line, any_rows = 2, False
         for run in runs:  # consecutive row groups: their lines follow on
             line = 2 if run is None or first is None else int(first[run[0]])
             for batch in parquet.iter_batches(batch_size=rows, row_groups=run):
