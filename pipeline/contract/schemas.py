@@ -404,6 +404,12 @@ LANDING_MANIFEST = pa_arrow.schema(
         ("sites", pa_arrow.list_(_str)),  # plant_id + "\x1f" + location_id of valid rows
         ("id_hashes", pa_arrow.binary()),  # movements: sorted unique 64-bit hashes of the valid rows' ids
         ("described_at", _ts),
+        # the piece of the file an entry describes (issue 17.1): a Parquet file has one entry per row
+        # group (row_group 0..row_groups-1); a CSV file, or a Parquet file without row groups, one
+        # entry for the whole file (row_group null). Manifests written before pieces lack both
+        # columns: their Parquet entries (row_groups null) are described again, once.
+        ("row_group", _i64),
+        ("row_groups", _i64),  # how many row groups the Parquet file has (null for CSV)
     ]
 )
 

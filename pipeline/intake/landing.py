@@ -10,8 +10,16 @@ and Parquet are treated alike: coercion decides what a row holds (a Parquet foot
 are of raw values: ' P1 ' is plant P1 and a text timestamp has no order), so a file's facts are
 those of its coerced rows.
 
-A run for dates D reads, of completions and movements, only the files that can change what it
-writes (`choose`):
+The manifest describes pieces (issue 17.1): each row group of a Parquet file is a piece with
+facts of its own (its coerced rows: `row_group` 0..n-1, `row_groups` n), a CSV file (or a
+Parquet file without row groups) is one whole-file piece (`row_group` null). Every rule below is
+of pieces, as it was of files, and a run reads only the row groups it chose of a Parquet file
+(`Choice.row_groups`; their rows keep their lines in the whole file), so a monthly file or a
+growing history file is not read whole every night. A Parquet file known only from a manifest
+written before pieces (no `row_groups`) is described again, once. Footer statistics are not used.
+
+A run for dates D reads, of completions and movements, only the pieces that can change what it
+writes (`choose`; "file" below reads "piece"):
 
 - files with an event in the UTC span of the dates it may recompute (D and the look-back, each
   widened by the day either side that any time zone adds) and of the windows of the counts those
@@ -77,12 +85,38 @@ def file_fingerprint(path: Path) -> str:
 
 def describe(table: str, source: str, path: Path, *, size: int, mtime_ns: int, fingerprint: str,
              now: pd.Timestamp) -> dict[str, object]:
-    """The manifest entry of one landing file, from the columns that place its rows (SourceError if
-    it cannot be read or lacks a required column, as the run's own read would say).
+    """The manifest entry of one landing file as a whole (one piece; `describe_pieces` gives a
+    Parquet file's row groups their own entries)."""
+    frame = _placing_columns(table, source, path)
+    return _facts(table, frame, [len(frame)], source=source, size=size, mtime_ns=mtime_ns,
+                  fingerprint=fingerprint, now=now, row_groups=None)[0]
+
+
+def describe_pieces(table: str, source: str, path: Path, *, size: int, mtime_ns: int, fingerprint: str,
+                    now: pd.Timestamp) -> list[dict[str, object]]:
+    """The manifest entries of one landing file, one per piece (SourceError if it cannot be read or
+    lacks a required column, as the run's own read would say): a Parquet file's row groups, each
+    with the facts of its own coerced rows (row_group 0..n-1 of row_groups n); a CSV file, or a
+    Parquet file without row groups, as one whole-file piece (row_group null).
 
     Only the plant, location, id and time columns are read (a Parquet file's footer names its
-    columns) and coerced as a run coerces them; every row counts, valid or not, so each fact is a
-    superset of what the run accepts (a wider range only makes a file be read more often)."""
+    columns), once for the whole file, and coerced as a run coerces them; every row counts, valid
+    or not, so each fact is a superset of what the run accepts (a wider range only makes a piece
+    be read more often). Coercion is value by value, so a row group's facts are those the run
+    finds reading that row group alone."""
+    frame = _placing_columns(table, source, path)
+    groups: list[int] | None = None
+    if path.suffix.lower() == ".parquet":
+        with scan.reading(path):
+            metadata = pq.ParquetFile(path).metadata
+        groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    sizes = groups if groups else [len(frame)]
+    return _facts(table, frame, sizes, source=source, size=size, mtime_ns=mtime_ns, fingerprint=fingerprint,
+                  now=now, row_groups=None if groups is None else len(groups))
+
+
+def _placing_columns(table: str, source: str, path: Path) -> pd.DataFrame:
+    """The raw plant, location, id and time columns of a landing file (names stripped), in file order."""
     event = inputs.EVENT_TIME[table]
     key = schemas.INPUT_KEYS[table]
     wanted = [c for c in ("plant_id", "location_id", key, event, "recorded_at") if c is not None]
@@ -97,30 +131,82 @@ def describe(table: str, source: str, path: Path, *, size: int, mtime_ns: int, f
             header = pd.read_csv(path, nrows=0, **scan.CSV_OPTIONS).columns
             _check_columns(table, source, header)
             frame = pd.read_csv(path, usecols=[c for c in header if str(c).strip() in wanted], **scan.CSV_OPTIONS)
-    frame = frame.rename(columns=lambda c: str(c).strip())
+    return frame.rename(columns=lambda c: str(c).strip())
+
+
+def _facts(table: str, frame: pd.DataFrame, sizes: Sequence[int], *, source: str, size: int, mtime_ns: int,
+           fingerprint: str, now: pd.Timestamp, row_groups: int | None) -> list[dict[str, object]]:
+    """One manifest entry per piece: the consecutive runs of `sizes` rows of `frame` (the placing
+    columns of a file, in file order). row_groups: the file's number of row groups (pieces are its
+    row groups), or None (one piece, the whole file)."""
+    event = inputs.EVENT_TIME[table]
+    key = schemas.INPUT_KEYS[table]
+    pieces = len(sizes)
+    group = np.repeat(np.arange(pieces), np.asarray(sizes, dtype=np.int64))
+    assert len(group) == len(frame), (source, len(group), len(frame))
+    frame = frame.reset_index(drop=True)
+    every = pd.RangeIndex(pieces)
 
     def column(name: str, kind: str) -> pd.Series:
         if name not in frame.columns:
             return pd.Series(None, index=frame.index, dtype="object" if kind == "str" else "datetime64[us, UTC]")
         return coerce.coerce_column(frame[name], kind)
 
+    def per_piece(values: pd.Series, of: np.ndarray, how: str) -> list[object]:
+        if values.empty:
+            return [None] * pieces
+        return list(values.groupby(of, sort=True).agg(how).reindex(every))
+
+    def sets(values: pd.Series, of: np.ndarray) -> list[list[str]]:
+        """The distinct strings of each piece, sorted (as Python sorts them)."""
+        pairs = pd.DataFrame({"piece": of, "value": values.to_numpy(dtype=object)}).drop_duplicates()
+        pairs = pairs.sort_values("piece", kind="stable")
+        bounds = np.searchsorted(pairs["piece"].to_numpy(), np.arange(pieces + 1))
+        found = pairs["value"].to_numpy(dtype=object)
+        return [sorted(str(v) for v in found[bounds[i]:bounds[i + 1]]) for i in range(pieces)]  # per piece
+
     plant, location = column("plant_id", "str"), column("location_id", "str")
     times = column(event, "timestamp")
     version = column("recorded_at", "timestamp").fillna(times) if table == "completions" else times
-    ids = column(key, "str").dropna().astype("str") if key is not None else pd.Series([], dtype="str")
-    placed = plant.notna() & location.notna()
-    sites = (plant[placed].astype("str") + SITE_SEP + location[placed].astype("str")).unique()
-    return {
+    keys = column(key, "str") if key is not None else pd.Series(None, index=frame.index, dtype="object")
+    named = keys.notna().to_numpy(dtype=bool)
+    ids, id_group = keys[named].astype("str"), group[named]
+    placed = (plant.notna() & location.notna()).to_numpy(dtype=bool)
+    sites = plant[placed].astype("str") + SITE_SEP + location[placed].astype("str")
+    has_plant = plant.notna().to_numpy(dtype=bool)
+    floating = (plant.isna() | times.isna()).to_numpy(dtype=bool)
+    floats = np.bincount(group[floating], minlength=pieces) > 0
+    hashes: list[bytes | None] = [None] * pieces
+    if table == "movements":
+        values = strings.key_hashes(ids)
+        order = np.lexsort((values, id_group))
+        values, owners = values[order], id_group[order]
+        first = np.ones(len(values), dtype=bool)
+        first[1:] = (values[1:] != values[:-1]) | (owners[1:] != owners[:-1])
+        values, owners = values[first], owners[first]
+        bounds = np.searchsorted(owners, np.arange(pieces + 1))
+        hashes = [values[bounds[i]:bounds[i + 1]].tobytes() for i in range(pieces)]
+    low_event, high_event = per_piece(times, group, "min"), per_piece(times, group, "max")
+    low_version, high_version = per_piece(version, group, "min"), per_piece(version, group, "max")
+    low_id, high_id = per_piece(ids, id_group, "min"), per_piece(ids, id_group, "max")
+    plants, site_sets = sets(plant[has_plant].astype("str"), group[has_plant]), sets(sites, group[placed])
+    return [{
         "table": table, "source": source, "size": size, "mtime_ns": mtime_ns, "fingerprint": fingerprint,
-        "rows": len(frame),
-        "min_event": _stamp(times.min()), "max_event": _stamp(times.max()),
-        "min_version": _stamp(version.min()), "max_version": _stamp(version.max()),
-        "min_id": None if ids.empty else str(ids.min()), "max_id": None if ids.empty else str(ids.max()),
-        "floating": bool((plant.isna() | times.isna()).any()),
-        "plants": sorted(set(plant.dropna().astype("str"))), "sites": sorted(str(s) for s in sites),
+        "rows": int(sizes[i]),
+        "min_event": _stamp(low_event[i]), "max_event": _stamp(high_event[i]),
+        "min_version": _stamp(low_version[i]), "max_version": _stamp(high_version[i]),
+        "min_id": None if _missing(low_id[i]) else str(low_id[i]),
+        "max_id": None if _missing(high_id[i]) else str(high_id[i]),
+        "floating": bool(floats[i]),
+        "plants": plants[i], "sites": site_sets[i],
         "described_at": now,
-        "id_hashes": np.unique(strings.key_hashes(ids)).tobytes() if table == "movements" else None,
-    }
+        "id_hashes": hashes[i],
+        "row_group": None if row_groups is None else i, "row_groups": row_groups,
+    } for i in range(pieces)]  # one per piece
+
+
+def _missing(value: object) -> bool:
+    return value is None or bool(pd.isna(value))  # type: ignore[arg-type]
 
 
 def _check_columns(table: str, source: str, names: Iterable[object]) -> None:
@@ -150,6 +236,8 @@ class Manifest:
         frame = pd.DataFrame(self.entries, columns=columns)
         for name in ("min_event", "max_event", "min_version", "max_version", "described_at"):
             frame[name] = pd.to_datetime(frame[name], utc=True)
+        for name in ("row_group", "row_groups"):
+            frame[name] = frame[name].astype("Int64")
         return frame
 
     def plants(self, tables: Iterable[str] = DESCRIBED) -> set[str]:
@@ -166,15 +254,17 @@ class Manifest:
         self.replaces = [own]  # a backfill's next batch replaces this one
 
 
-def load(warehouse: Warehouse) -> tuple[dict[str, dict[str, object]], list[str]]:
-    """The newest manifest entry of each source, and the manifest files they were read from.
+def load(warehouse: Warehouse) -> tuple[dict[str, list[dict[str, object]]], list[str]]:
+    """The newest manifest entries of each source (its pieces, in row-group order), and the manifest
+    files they were read from.
 
     Runs of different plants may commit at the same time: each writes the whole manifest it read
     plus what it learnt, and deletes the files it read; a file deleted while it is listed here was
-    replaced by a newer one, and skipping it only makes a file be described again."""
+    replaced by a newer one, and skipping it only makes a file be described again. The pieces of a
+    file are described together (one `described_at`): the newest description wins whole."""
     fs = warehouse.filesystem
     infos = fs.get_file_info(pafs.FileSelector(warehouse.path(DATASET), allow_not_found=True))
-    entries: dict[str, dict[str, object]] = {}
+    entries: dict[str, dict[object, dict[str, object]]] = {}
     names = []
     for info in sorted(infos, key=lambda i: i.path):
         if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
@@ -185,15 +275,23 @@ def load(warehouse: Warehouse) -> tuple[dict[str, dict[str, object]], list[str]]
             continue
         names.append(info.base_name)
         for row in rows:
-            known = entries.get(str(row["source"]))
-            if known is None or row["described_at"] >= known["described_at"]:  # type: ignore[operator]
-                entries[str(row["source"])] = row
-    return entries, names
+            known = entries.setdefault(str(row["source"]), {})
+            when = next(iter(known.values()))["described_at"] if known else None
+            if when is not None and row["described_at"] > when:  # type: ignore[operator]
+                known.clear()  # a newer description of the file
+            if when is None or row["described_at"] >= when:  # type: ignore[operator]
+                known[row["row_group"]] = row
+    return {source: [pieces[k] for k in sorted(pieces, key=_group_order)] for source, pieces in entries.items()}, names
+
+
+def _group_order(group: object) -> int:
+    return -1 if group is None else int(group)  # type: ignore[call-overload]
 
 
 def survey(files: Mapping[str, list[tuple[str, Path]]], warehouse: Warehouse) -> Manifest:
-    """Manifest entries of every current file of the described tables: an unchanged file's entry
-    as recorded, a new or changed one described now (read whole once)."""
+    """Manifest entries of every current file of the described tables: an unchanged file's entries
+    as recorded, a new or changed one described now (read whole once, `describe_pieces`), as is a
+    Parquet file known only from a manifest written before pieces."""
     known, names = load(warehouse)
     now = pd.Timestamp.now(tz="UTC").floor("us")
     entries: list[dict[str, object]] = []
@@ -202,19 +300,26 @@ def survey(files: Mapping[str, list[tuple[str, Path]]], warehouse: Warehouse) ->
         for source, path in files.get(table, []):
             with scan.reading(path):
                 stat = path.stat()
-            entry = known.get(source)
-            if entry is not None and entry["table"] == table and entry["size"] == stat.st_size \
-                    and entry["mtime_ns"] == stat.st_mtime_ns:
-                entries.append(entry)
+            pieces = known.get(source, [])
+            entry = pieces[0] if pieces else None
+            if entry is not None and (entry["table"] != table or described_before_pieces(entry, path)):
+                entry = None
+            if entry is not None and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+                entries.extend(pieces)
                 continue
             fingerprint = file_fingerprint(path)
-            if entry is not None and entry["table"] == table and entry["fingerprint"] == fingerprint:
-                entries.append({**entry, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})  # touched only
+            if entry is not None and entry["fingerprint"] == fingerprint:
+                entries.extend({**p, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns} for p in pieces)  # touched
                 continue
-            entries.append(describe(table, source, path, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                                    fingerprint=fingerprint, now=now))
+            entries.extend(describe_pieces(table, source, path, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                                           fingerprint=fingerprint, now=now))
             fresh.add(source)
     return Manifest(entries=entries, fresh=fresh, replaces=names)
+
+
+def described_before_pieces(entry: Mapping[str, object], path: Path) -> bool:
+    """Whether a Parquet file's entry is from a manifest written before pieces (no row_groups)."""
+    return path.suffix.lower() == ".parquet" and entry.get("row_groups") is None
 
 
 # ------------------------------------------------------------------------------------ choosing files
@@ -261,17 +366,26 @@ def flow_span(config: Config, dates: Sequence[dt.date], counts: pd.DataFrame,
 
 @dataclass
 class Choice:
-    """What a pruned read reads of completions and movements, and what it knows of the rest."""
+    """What a pruned read reads of completions and movements, and what it knows of the rest.
+
+    `files` are the files read (any of their pieces); `row_groups` the row groups to read of the
+    Parquet files of which only some are needed (a file not in it is read whole); `pieces_read`
+    and `pieces_skipped` count pieces (a row group, or a whole file) as `read` and `skipped` count
+    files."""
 
     files: Files
     unread_plants: set[str]
     read: dict[str, int]
     skipped: dict[str, int]
+    row_groups: dict[str, list[int]] = field(default_factory=dict)
+    pieces_read: dict[str, int] = field(default_factory=dict)
+    pieces_skipped: dict[str, int] = field(default_factory=dict)
 
 
 def choose(manifest: Manifest, files: Files, lo: pd.Timestamp, hi: pd.Timestamp,
            plants: Sequence[str] | None) -> Choice:
-    """The completion and movement files a run must read (see the module's docstring)."""
+    """The completion and movement pieces a run must read (see the module's docstring): every rule
+    is of pieces, a Parquet file's row groups or a whole file, as it was of files."""
     frame = manifest.frame()
     listed = {s for table in FLOWS for s, _ in files.get(table, [])}
     frame = frame[frame["table"].isin(FLOWS) & frame["source"].isin(listed)].reset_index(drop=True)
@@ -291,9 +405,21 @@ def choose(manifest: Manifest, files: Files, lo: pd.Timestamp, hi: pd.Timestamp,
     if wanted is not None:
         unread_plants &= wanted
     chosen_files = {table: [(s, p) for s, p in files.get(table, []) if s in reading] for table in FLOWS}
+    groups = frame["row_group"]
+    partial = frame[groups.notna().to_numpy(dtype=bool)]
+    partial_need = need[groups.notna().to_numpy(dtype=bool)]
+    row_groups: dict[str, list[int]] = {}
+    for source, positions in partial.groupby("source", sort=True).indices.items():  # per file
+        chosen = partial_need[positions]
+        if chosen.any() and not chosen.all():
+            row_groups[str(source)] = sorted(int(g) for g in partial["row_group"].iloc[positions[chosen]])
+    in_table = {t: (frame["table"] == t).to_numpy(dtype=bool) for t in FLOWS}
     return Choice(files=chosen_files, unread_plants=unread_plants,
                   read={t: len(chosen_files[t]) for t in FLOWS},
-                  skipped={t: len(files.get(t, [])) - len(chosen_files[t]) for t in FLOWS})
+                  skipped={t: len(files.get(t, [])) - len(chosen_files[t]) for t in FLOWS},
+                  row_groups=row_groups,
+                  pieces_read={t: int((need & in_table[t]).sum()) for t in FLOWS},
+                  pieces_skipped={t: int((~need & in_table[t]).sum()) for t in FLOWS})
 
 
 def _close_completions(frame: pd.DataFrame, need: np.ndarray, holds: np.ndarray) -> None:
@@ -338,7 +464,7 @@ def _close_movements(frame: pd.DataFrame, need: np.ndarray, holds: np.ndarray) -
 
 def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Intervals [start, end] merged into sorted, disjoint ones (strings compare as Python does)."""
-    order = sorted(range(len(starts)), key=lambda i: starts[i])  # one per file, not per row
+    order = sorted(range(len(starts)), key=lambda i: starts[i])  # one per piece, not per row
     out_starts: list[object] = []
     out_ends: list[object] = []
     for i in order:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +53,23 @@ def read_landing_files(
 
 
 def lazy_landing_files(landing: str | Path | Mapping[str, list[tuple[str, Path]]], *, skip: Iterable[str] = (),
-                       plants: Iterable[str] | None = None) -> dict[str, Iterable[tuple[str, pd.DataFrame]]]:
+                       plants: Iterable[str] | None = None, row_groups: Mapping[str, Sequence[int]] | None = None
+                       ) -> dict[str, Iterable[tuple[str, pd.DataFrame]]]:
     """As `read_landing_files`, but each file is read only when iterated (one raw file in memory).
 
     landing: the folder, or the files to read per table (`landing_files`, perhaps pruned);
-    plants: only rows of these plants are kept of the tables in PLANT_FILTERED (`keep_plants`).
+    plants: only rows of these plants are kept of the tables in PLANT_FILTERED (`keep_plants`);
+    row_groups: of these sources (Parquet files), only these row groups are read (`read_file`).
     """
+    pieces = row_groups or {}
     skipped = set(skip)
     wanted = None if plants is None else sorted(set(plants))
     listed = landing_files(landing) if isinstance(landing, (str, Path)) else landing
 
     def frames(table: str, files: list[tuple[str, Path]]) -> Iterator[tuple[str, pd.DataFrame]]:
         for source, path in files:
-            frame = read_file(path)
+            groups = pieces.get(source)
+            frame = read_file(path) if groups is None else read_file(path, groups)
             yield source, keep_plants(frame, wanted) if table in PLANT_FILTERED else frame
 
     return {table: [] if table in skipped else frames(table, files) for table, files in listed.items()}
@@ -171,14 +175,40 @@ CSV_OPTIONS = _CSV_OPTIONS
 reading = _reading  # for modules that open landing files themselves (pipeline.intake.landing)
 
 
-def read_file(path: Path) -> pd.DataFrame:
-    """The raw rows of one landing file (CSV as text, Parquet as typed); SourceError if unreadable."""
+def read_file(path: Path, row_groups: Sequence[int] | None = None) -> pd.DataFrame:
+    """The raw rows of one landing file (CSV as text, Parquet as typed); SourceError if unreadable.
+
+    row_groups: of a Parquet file, only these row groups (a pruned read, `pipeline.intake.landing`), each
+    row with its line in the whole file (LINE_COLUMN), so that its `_source` is a full read's."""
     with _reading(path):
         if path.suffix.lower() == ".csv":
             if path.stat().st_size == 0:
                 return pd.DataFrame()
             return pd.read_csv(path, **_CSV_OPTIONS)
-        return pq.read_table(path).to_pandas()
+        if row_groups is None:
+            return pq.read_table(path).to_pandas()
+        parquet = pq.ParquetFile(path)
+        first = _first_lines(parquet)
+        frame = parquet.read_row_groups(list(row_groups)).to_pandas()
+        lines = np.concatenate([np.arange(first[g], first[g + 1]) for g in row_groups] or [np.zeros(0, dtype=np.int64)])
+        return frame.assign(**{LINE_COLUMN: lines})
+
+
+def _first_lines(parquet: pq.ParquetFile) -> np.ndarray:
+    """The line of each row group's first row (header = line 1, as a CSV file counts), and one past the last."""
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+    return np.concatenate([[2], 2 + np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+
+def _runs(groups: Sequence[int]) -> list[list[int]]:
+    """Sorted row groups as runs of consecutive ones ([0, 1, 3] -> [[0, 1], [3]])."""
+    out: list[list[int]] = []
+    for g in sorted(groups):  # per row group, not per row
+        if out and g == out[-1][-1] + 1:
+            out[-1].append(g)
+        else:
+            out.append([g])
+    return out
 
 
 def read_file_chunks(path: Path, rows: int) -> Iterator[tuple[int, pd.DataFrame]]:
@@ -200,15 +230,22 @@ def read_file_chunks(path: Path, rows: int) -> Iterator[tuple[int, pd.DataFrame]
         yield line, table.to_pandas()
 
 
-def read_parquet_chunks(path: Path, rows: int) -> Iterator[tuple[int, pa.Table]]:
+def read_parquet_chunks(path: Path, rows: int, row_groups: Sequence[int] | None = None
+                        ) -> Iterator[tuple[int, pa.Table]]:
     """A Parquet landing file's rows as Arrow tables of about `rows` rows, each with the line of its
-    first row (as `read_file_chunks` counts them); SourceError if unreadable."""
+    first row (as `read_file_chunks` counts them); SourceError if unreadable. row_groups: only
+    these row groups (`read_file`), their lines those of the whole file."""
     with _reading(path):
         parquet = pq.ParquetFile(path)
-        line, any_rows = 2, False
-        for batch in parquet.iter_batches(batch_size=rows):
-            any_rows = True
-            yield line, pa.Table.from_batches([batch])
-            line += batch.num_rows
+        first = _first_lines(parquet) if row_groups is not None else None
+        runs = [None] if row_groups is None else _runs(row_groups)
+        any_rows = False
+        line = 2
+        for run in runs:  # consecutive row groups: their lines follow on
+            line = 2 if run is None or first is None else int(first[run[0]])
+            for batch in parquet.iter_batches(batch_size=rows, row_groups=run):
+                any_rows = True
+                yield line, pa.Table.from_batches([batch])
+                line += batch.num_rows
         if not any_rows:
             yield line, parquet.schema_arrow.empty_table()

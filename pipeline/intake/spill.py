@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -55,15 +55,16 @@ class RawFile:
         self.source, self.path, self.frame = source, path, frame
         self.plants = plants  # only rows that may be of these plants are kept (`sources.keep_plants`)
         self.ids: np.ndarray | None = None  # and every row of these ids (`with_plant_ids`)
+        self.row_groups: list[int] | None = None  # of a Parquet file, only these (a pruned read)
 
     def read(self) -> pd.DataFrame:
-        frame = self.frame if self.frame is not None else read_file(self.path)  # type: ignore[arg-type]
+        frame = self.frame if self.frame is not None else read_file(self.path, self.row_groups)  # type: ignore[arg-type]
         return keep_plants(frame, self.plants, ids=self.ids)
 
     def chunks(self, rows: int) -> Iterator[tuple[int, pa.Table]]:
         """The file's raw rows as Arrow tables, each with the line of its first row (header = 1)."""
         if self.path is not None and self.path.suffix.lower() == ".parquet":
-            yield from read_parquet_chunks(self.path, rows)
+            yield from read_parquet_chunks(self.path, rows, self.row_groups)
             return
         frames = [(2, self.frame)] if self.frame is not None else read_file_chunks(self.path, rows)  # type: ignore[arg-type]
         for line, frame in frames:
@@ -77,7 +78,10 @@ class RawFile:
         assert path is not None
         if path.suffix.lower() == ".parquet":
             try:
-                return int(pq.ParquetFile(path).metadata.num_rows)
+                metadata = pq.ParquetFile(path).metadata
+                if self.row_groups is not None:
+                    return sum(int(metadata.row_group(g).num_rows) for g in self.row_groups)
+                return int(metadata.num_rows)
             except Exception:  # unreadable: reading it says why, in one line
                 return 0
         return int(path.stat().st_size // _CSV_BYTES_PER_ROW) + 1
@@ -156,10 +160,12 @@ def with_plant_ids(files: list[RawFile], rows: int = SPILL_CHUNK_ROWS) -> list[R
 
 
 def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFrame]] | Sequence[RawFile],
-              plants: Sequence[str] | None = None) -> list[RawFile]:
+              plants: Sequence[str] | None = None, row_groups: Mapping[str, Sequence[int]] | None = None
+              ) -> list[RawFile]:
     """(source, path) pairs of landing files, (source, frame) pairs read already, or `RawFile`s;
     plants: only rows that may be of these plants are read from files and frames (filtered in the
-    scan, before coercion; staged SQL rows were filtered by the query)."""
+    scan, before coercion; staged SQL rows were filtered by the query); row_groups: of these
+    sources (Parquet files), only these row groups are read (a pruned read, `pipeline.intake.landing`)."""
     out: list[RawFile] = []
     for item in files:
         if isinstance(item, RawFile):
@@ -172,6 +178,8 @@ def raw_files(files: Sequence[tuple[str, Path]] | Sequence[tuple[str, pd.DataFra
             out.append(RawFile(source, frame=raw, plants=plants))
         else:
             out.append(RawFile(source, path=Path(raw), plants=plants))
+            if row_groups and source in row_groups:
+                out[-1].row_groups = list(row_groups[source])
     return out
 
 

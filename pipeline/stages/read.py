@@ -117,13 +117,13 @@ def _read_landing(config: Config, dates: Sequence[dt.date] | None, plants: list[
                 lo, hi = landing.flow_span(config, dates, loader.stock_counts, scope_plants)
                 lo, hi = _releasable_span(warehouse, loader, scope_plants, lo, hi)
                 choice = landing.choose(manifest, files, lo, hi, plants)
-                log.info("landing pruned to flows in %s .. %s: files read %s, skipped %s", lo, hi,
-                         choice.read, choice.skipped)
+                log.info("landing pruned to flows in %s .. %s: files read %s, skipped %s; pieces read %s, "
+                         "skipped %s", lo, hi, choice.read, choice.skipped, choice.pieces_read, choice.pieces_skipped)
                 loader.add_known(choice.unread_plants)
                 loader.add_movements(scan.lazy_landing_files(
-                    {"movements": choice.files["movements"]}, plants=plants)["movements"])
-                with _spiller(config, spill.with_plant_ids(spill.raw_files(choice.files["completions"], plants))
-                              ) as spiller:
+                    {"movements": choice.files["movements"]}, plants=plants, row_groups=choice.row_groups)["movements"])
+                with _spiller(config, spill.with_plant_ids(spill.raw_files(choice.files["completions"], plants,
+                                                                           choice.row_groups))) as spiller:
                     read = _summarised(config, loader, spiller, dates)
                 read.manifest, read.files_read, read.files_skipped = manifest, choice.read, choice.skipped
                 return read

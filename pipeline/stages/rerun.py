@@ -145,9 +145,13 @@ def _described(files: landing.Files, warehouse: Warehouse, out: Check) -> list[t
     described, entries, touched = [], [], False
     for table in landing.DESCRIBED:
         for source, path in files.get(table, []):
-            entry = known.get(source)
+            pieces = known.get(source, [])
+            entry = pieces[0] if pieces else None
             if entry is None or entry["table"] != table:
                 out.notes.append(f"new landing file {source}")
+                return None
+            if landing.described_before_pieces(entry, path):
+                out.notes.append(f"landing file {source} is described again, by row group")
                 return None
             with scan.reading(path):
                 stat = path.stat()
@@ -155,9 +159,9 @@ def _described(files: landing.Files, warehouse: Warehouse, out: Check) -> list[t
                 if landing.file_fingerprint(path) != entry["fingerprint"]:
                     out.notes.append(f"landing file {source} changed")
                     return None
-                entry = {**entry, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}  # touched only
+                pieces = [{**p, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns} for p in pieces]  # touched only
                 touched = True
-            entries.append(entry)
+            entries.extend(pieces)
             described.append((table, source, str(entry["fingerprint"])))
     if touched:
         out.touched = landing.Manifest(entries=entries, replaces=names)
