@@ -331,9 +331,14 @@ def with_plants(files: Files, manifest: Manifest, plants: Sequence[str] | None) 
     if not plants:
         return files
     wanted = set(plants)
-    holds = {str(e["source"]) for e in manifest.entries
-             if e["floating"] or wanted & set(e["plants"])}  # type: ignore[call-overload]
-    return {table: [(s, p) for s, p in listed if table not in DESCRIBED or s in holds]
+    frame = manifest.frame()
+    holds = (frame["floating"].to_numpy(dtype=bool)
+             | np.array([bool(wanted & set(p)) for p in frame["plants"]], dtype=bool))
+    # a completion file of other plants may hold a newer version of an id of theirs (a correction
+    # that moved it to another plant): it is opened too, and the scan keeps the rows of their ids
+    _close_completions(frame, holds, np.ones(len(frame), dtype=bool))
+    kept = set(frame.loc[holds, "source"].astype("str"))
+    return {table: [(s, p) for s, p in listed if table not in DESCRIBED or s in kept]
             for table, listed in files.items()}
 
 
@@ -397,7 +402,9 @@ def choose(manifest: Manifest, files: Files, lo: pd.Timestamp, hi: pd.Timestamp,
         holds = np.ones(len(frame), dtype=bool)
     overlaps = ((frame["rows"] > 0) & (frame["min_event"] <= hi) & (frame["max_event"] >= lo)).to_numpy(dtype=bool)
     need = (frame["floating"].to_numpy(dtype=bool) | overlaps) & holds
-    _close_completions(frame, need, holds)
+    # a completion piece of other plants may hold a newer version of an id of theirs (a correction
+    # that moved it to another plant): the closure looks at every piece, the scan keeps their ids' rows
+    _close_completions(frame, need, np.ones(len(frame), dtype=bool))
     _close_movements(frame, need, holds)
     reading = set(frame.loc[need, "source"])
     unread = frame[~need & holds]

@@ -271,3 +271,39 @@ def test_a_plant_run_reads_only_that_plants_rows(tmp_path: Path) -> None:
     assert usage.loc[usage["component_item_id"] == "RM", "qty"].sum() == pytest.approx(10.0)
     quarantine = Warehouse(config.warehouse).read("quarantine")
     assert list(quarantine["source_key"]) == ["C4"]  # the row without a plant, as a full read has it
+
+
+@pytest.mark.parametrize("prune", [True, False])
+def test_a_plant_run_sees_a_correction_that_moved_its_completion_to_another_plant(tmp_path: Path, prune: bool) -> None:
+    """C1 was made at P2 (file a.csv, P2 rows only); a later version, recorded the next day in a file
+    of P1 rows only, says it was made at P1. A --plant P2 run must open that file too (the id is
+    P2's), so C1 is no longer P2's: what a run of every plant says for P2."""
+    from tests.support.landing import completion, make_landing, write_table
+
+    items = [
+        {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true",
+         "uom_decimals": 0},
+        {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true",
+         "uom_decimals": 3},
+    ]
+    first = [{**completion("C1", "FG", 4, plant="P2"), "recorded_at": "2026-03-02T10:00:00Z"},
+             {**completion("C2", "FG", 3, plant="P2"), "recorded_at": "2026-03-02T10:00:00Z"}]
+    landing_dir = make_landing(tmp_path, items=items,
+                               bom=[{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 2}],
+                               completions=first)
+    (landing_dir / "completions" / "part.csv").rename(landing_dir / "completions" / "a.csv")
+    moved = [{**completion("C1", "FG", 4, plant="P1"), "recorded_at": "2026-03-03T08:00:00Z"}]
+    write_table(landing_dir, "completions", moved, name="b.csv")
+    day = dt.date(2026, 3, 2)
+    for name, plants in (("one", ["P2"]), ("all", None)):
+        config = load_config(None, landing=str(landing_dir), warehouse=str(tmp_path / name), prune_landing=prune,
+                             skip_unchanged_reruns=False)
+        job.run_dates(config, [day], plants=plants)
+    one = Warehouse(str(tmp_path / "one")).read("consumption")
+    every = Warehouse(str(tmp_path / "all")).read("consumption")
+    # P2 made only C2: 3 FG x 2 kg = 6 kg of RM (C1's 4 FG are P1's now: 8 kg there)
+    assert one.loc[one["component_item_id"] == "RM", "qty"].sum() == pytest.approx(6.0)
+    p2 = every[every["plant_id"] == "P2"]
+    assert p2.loc[p2["component_item_id"] == "RM", "qty"].sum() == pytest.approx(6.0)
+    p1 = every[every["plant_id"] == "P1"]
+    assert p1.loc[p1["component_item_id"] == "RM", "qty"].sum() == pytest.approx(8.0)
