@@ -94,8 +94,21 @@ def change_points(current: pd.DataFrame) -> list[str]:
     group = current["plant_id"] + SEP + current["item_id"]
     first = group.ne(group.shift())
     points = current[first | current["hash"].ne(current["hash"].shift())]
-    return (points["plant_id"] + SEP + points["item_id"] + SEP + points["business_date"].dt.strftime("%Y-%m-%d")
-            + SEP + points["hash"]).tolist()
+    return _encoded(points["plant_id"], points["item_id"], points["business_date"], points["hash"]).tolist()
+
+
+def _encoded(plant: pd.Series, item: pd.Series, date: pd.Series, recorded: pd.Series) -> pd.Series:
+    """`plant|item|date|hash`, with "%" and "|" of the ids written %25 and %7C, so that ids holding
+    the separator decode as they were (ids without them are written as they are)."""
+    return (_escape(plant) + SEP + _escape(item) + SEP + date.dt.strftime("%Y-%m-%d") + SEP + recorded)
+
+
+def _escape(ids: pd.Series) -> pd.Series:
+    return ids.astype("str").str.replace("%", "%25", regex=False).str.replace(SEP, "%7C", regex=False)
+
+
+def _unescape(ids: pd.Series) -> pd.Series:
+    return ids.astype("str").str.replace("%7C", SEP, regex=False).str.replace("%25", "%", regex=False)
 
 
 def _decode(points: pd.Series) -> pd.DataFrame:
@@ -103,10 +116,11 @@ def _decode(points: pd.Series) -> pd.DataFrame:
         return pd.DataFrame({"plant_id": pd.Series([], dtype="str"), "item_id": pd.Series([], dtype="str"),
                              "business_date": pd.Series([], dtype="datetime64[ns]"),
                              "recorded": pd.Series([], dtype="str")})
-    # the hash and the date hold no separator; plant and item may: split from the right
+    # the hash and the date hold no separator, the ids hold it escaped (`_encoded`); points written
+    # before ids were escaped split from the right (an item id with "|" was then misread)
     parts = points.str.rsplit(SEP, n=2, expand=True)
-    head = parts[0].str.rsplit(SEP, n=1, expand=True)  # an item id without "|" (the usual case)
-    return pd.DataFrame({"plant_id": head[0].astype("str"), "item_id": head[1].astype("str"),
+    head = parts[0].str.rsplit(SEP, n=1, expand=True)
+    return pd.DataFrame({"plant_id": _unescape(head[0]), "item_id": _unescape(head[1]),
                          "business_date": pd.to_datetime(parts[1]).astype("datetime64[ns]"),
                          "recorded": parts[2].astype("str")})
 
@@ -145,8 +159,8 @@ def unchanged(points: list[str], reference: pd.DataFrame) -> bool:
     """Whether the change points are those recorded (a run then records none: null in `runs`)."""
     if len(points) != len(reference):
         return False
-    recorded_points = (reference["plant_id"] + SEP + reference["item_id"] + SEP
-                       + reference["business_date"].dt.strftime("%Y-%m-%d") + SEP + reference["recorded"])
+    recorded_points = _encoded(reference["plant_id"], reference["item_id"], reference["business_date"],
+                               reference["recorded"])
     return set(points) == set(recorded_points.tolist())
 
 

@@ -150,11 +150,15 @@ def test_with_reprocess_master_data_the_altered_dates_are_reposted(tmp_path: Pat
 
 
 def test_the_change_points_round_trip() -> None:
-    current = pd.DataFrame({"plant_id": ["P|1", "P|1", "P|1", "P2"], "item_id": ["A", "A", "A", "A"],
+    current = pd.DataFrame({"plant_id": ["P|1", "P|1", "P|1", "P2"], "item_id": ["A", "A", "A", "A|5%"],
                             "business_date": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-05", "2026-01-01"]),
                             "hash": ["h1", "h1", "h2", "h1"]})
     points = error_queue.change_points(current)
-    assert points == ["P|1|A|2026-01-01|h1", "P|1|A|2026-01-05|h2", "P2|A|2026-01-01|h1"]
+    # the separator and the escape character of the ids are escaped (%7C, %25)
+    assert points == ["P%7C1|A|2026-01-01|h1", "P%7C1|A|2026-01-05|h2", "P2|A%7C5%25|2026-01-01|h1"]
+    decoded_ids = error_queue._decode(pd.Series(points))[["plant_id", "item_id"]].drop_duplicates()
+    assert list(map(tuple, decoded_ids.to_numpy())) == [("P|1", "A"), ("P2", "A|5%")]
+    assert error_queue.unchanged(points, error_queue._decode(pd.Series(points)))
     # A's hash on 2 January changes to h3: only that posted date differs from the points
     now = current.assign(hash=["h1", "h3", "h2", "h1"])
     posted = now[["plant_id", "business_date"]].drop_duplicates()

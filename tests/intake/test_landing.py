@@ -21,13 +21,12 @@ from pipeline.intake import landing, scan
 from pipeline.stages import read
 from pipeline.store.warehouse import Warehouse
 from pipeline.tools.generate import generate_landing
+from tests.support.compare import same_outputs
 
 START = dt.date(2026, 1, 1)
 DAYS = 24
 FIRST_NIGHTS = 16  # the landing holds days 1..16 when the warehouses are backfilled
 # columns that name the run that wrote a row, or when: they differ between any two runs
-RUN_COLUMNS = {"run_id", "posted_at", "posting_id", "as_of", "source"}
-COMPARED = ["consumption", "adjustments", "postings", "variance", "bom_accuracy", "quarantine"]
 DAILY = ("completions", "movements", "stock_counts")
 EVENT = {"completions": "completed_at", "movements": "moved_at", "stock_counts": "counted_at"}
 
@@ -76,25 +75,6 @@ def _config(root: Path, landing_dir: Path, prune: bool):  # type: ignore[no-unty
                        prune_landing=prune, workers=1, bucket_rows=1500)
 
 
-def _outputs(config) -> dict[str, pd.DataFrame]:  # type: ignore[no-untyped-def]
-    warehouse = Warehouse(config.warehouse)
-    out = {}
-    for name in COMPARED:
-        frame = warehouse.read(name)
-        frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS])
-        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-    runs = warehouse.read("runs").sort_values("started_at")
-    out["runs"] = runs[["input_fingerprints"]].reset_index(drop=True)
-    out["run_dates"] = pd.DataFrame({"dates": [sorted(str(d) for d in v) for v in runs["business_dates"]]})
-    return out
-
-
-def _same(full, pruned) -> None:  # type: ignore[no-untyped-def]
-    a, b = _outputs(full), _outputs(pruned)
-    for name in a:
-        pd.testing.assert_frame_equal(a[name], b[name], check_dtype=True, obj=name)
-
-
 def _late_files(generated: Path, landing_dir: Path, recorded: str) -> None:
     """Late data recorded at `recorded`, each in a new file of its own: a quantity changed on day 14;
     an id of day 15 moved to 20 December (before the data) (the file holds nothing in the look-back: only the id says it
@@ -125,14 +105,14 @@ def test_a_pruned_night_writes_what_a_full_read_writes(generated: Path, tmp_path
     _drop(generated, landing_dir, START + dt.timedelta(days=FIRST_NIGHTS - 1))
     for config in (full, pruned):
         job.backfill(config, START, START + dt.timedelta(days=FIRST_NIGHTS - 1))
-    _same(full, pruned)
+    same_outputs(full, pruned)
 
     # night 17: the day's files arrive
     night = START + dt.timedelta(days=FIRST_NIGHTS)
     _drop(generated, landing_dir, night)
     for config in (full, pruned):
         job.run_dates(config, [night])
-    _same(full, pruned)
+    same_outputs(full, pruned)
     result = read.read_inputs(pruned, [night])
     assert result.files_skipped["completions"] > 0 and result.files_skipped["movements"] > 0
 
@@ -142,7 +122,7 @@ def test_a_pruned_night_writes_what_a_full_read_writes(generated: Path, tmp_path
     _late_files(generated, landing_dir, f"{_day(night)}T03:00:00Z")
     for config in (full, pruned):
         job.run_dates(config, [night])
-    _same(full, pruned)
+    same_outputs(full, pruned)
     # the id moved to day 3 is no longer produced on day 15: that day was reprocessed (late data)
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     assert dt.date(2026, 1, 15) in list(runs["business_dates"].iloc[-1])
@@ -158,19 +138,19 @@ def test_a_pruned_night_writes_what_a_full_read_writes(generated: Path, tmp_path
     rows.to_parquet(old, index=False)
     for config in (full, pruned):
         job.run_dates(config, [night])
-    _same(full, pruned)
+    same_outputs(full, pruned)
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     assert dt.date(2026, 1, 16) in list(runs["business_dates"].iloc[-1])  # the changed file is late data
 
     # a re-run of an old date: counts after it exist, and their windows reach back into it
     for config in (full, pruned):
         job.run_dates(config, [dt.date(2026, 1, 9)])
-    _same(full, pruned)
+    same_outputs(full, pruned)
 
     # one plant (17.2): only its rows are read, and it writes what a full read of every plant writes
     for config in (full, pruned):
         job.run_dates(config, [night], plants=["P2"])
-    _same(full, pruned)
+    same_outputs(full, pruned)
 
 
 def test_a_manifest_describes_each_file_once_and_is_published_with_the_run(generated: Path, tmp_path: Path) -> None:

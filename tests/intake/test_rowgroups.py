@@ -24,35 +24,14 @@ from pipeline.contract import inputs, schemas
 from pipeline.intake import landing, scan
 from pipeline.store.warehouse import Warehouse
 from pipeline.tools.generate import generate_landing
+from tests.support.compare import same_outputs
 from tests.support.landing import make_landing
-
-RUN_COLUMNS = {"run_id", "posted_at", "posting_id", "as_of", "source"}
-COMPARED = ["consumption", "adjustments", "postings", "variance", "bom_accuracy", "quarantine"]
 
 
 def _config(root: Path, landing_dir: Path, prune: bool, **extra: object):  # type: ignore[no-untyped-def]
     name = "pruned" if prune else "full"
     return load_config(None, landing=str(landing_dir), warehouse=str(root / f"warehouse-{name}"),
                        prune_landing=prune, workers=1, **extra)
-
-
-def _outputs(config) -> dict[str, pd.DataFrame]:  # type: ignore[no-untyped-def]
-    warehouse = Warehouse(config.warehouse)
-    out = {}
-    for name in COMPARED:
-        frame = warehouse.read(name)
-        frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS])
-        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-    runs = warehouse.read("runs").sort_values("started_at")
-    out["runs"] = runs[["input_fingerprints"]].reset_index(drop=True)
-    out["run_dates"] = pd.DataFrame({"dates": [sorted(str(d) for d in v) for v in runs["business_dates"]]})
-    return out
-
-
-def _same(full, pruned) -> None:  # type: ignore[no-untyped-def]
-    a, b = _outputs(full), _outputs(pruned)
-    for name in a:
-        pd.testing.assert_frame_equal(a[name], b[name], check_dtype=True, obj=name)
 
 
 def _last_rows_read(config) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -153,7 +132,7 @@ def test_a_night_reads_the_row_groups_it_needs_worked_by_hand(tmp_path: Path) ->
         job.run_dates(config, [dt.date(2026, 3, 13)])
     assert _last_rows_read(pruned)["completions"] == 6  # row groups 1..3
     assert _last_rows_read(full)["completions"] == 8
-    _same(full, pruned)
+    same_outputs(full, pruned)
     assert _rm(pruned, "2026-03-13") == pytest.approx(2.0)  # C7: 1 FG, 2 kg each
 
     # night of 14 March: the history file grows by row groups 4 (a row without an id; C3 moved to
@@ -172,7 +151,7 @@ def test_a_night_reads_the_row_groups_it_needs_worked_by_hand(tmp_path: Path) ->
         job.run_dates(config, [dt.date(2026, 3, 14)])
     assert _last_rows_read(pruned)["completions"] == 9  # 2 + 2 + 2 + 2 + 1
     assert _last_rows_read(full)["completions"] == 13
-    _same(full, pruned)
+    same_outputs(full, pruned)
     # by hand: 1 March keeps C1 (6, its correction) + C2 (1) = 7 FG = 14 kg; 5 March (outside the
     # look-back, not recomputed) keeps C3 (2) + C4 (3) = 10 kg; 10 March: C5 cancelled, nothing;
     # 12 March: C6, 14 kg; 13 March: C7 moved away, nothing; 14 March: C3 (9) + C8 (2), 22 kg
@@ -368,7 +347,7 @@ def test_pruned_row_groups_write_what_a_full_read_writes(generated: dict[str, pd
                                                   "movements/date=2026-01-13/part.parquet"]  # Hive folders
     for config in (full, pruned):
         job.backfill(config, START, START + dt.timedelta(days=FIRST_NIGHTS - 1))
-    _same(full, pruned)
+    same_outputs(full, pruned)
 
     # night 17: the history files grow (changed: described again), with a correction of day 10
     night = START + dt.timedelta(days=FIRST_NIGHTS)
@@ -378,7 +357,7 @@ def test_pruned_row_groups_write_what_a_full_read_writes(generated: dict[str, pd
     _land(generated, landing_dir, night, {"completions": corrected})
     for config in (full, pruned):
         job.run_dates(config, [night])
-    _same(full, pruned)
+    same_outputs(full, pruned)
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     assert dt.date(2026, 1, 10) in set(runs["business_dates"].iloc[-1])  # its quarantine rewritten too
     read, every = _last_rows_read(pruned), _last_rows_read(full)
@@ -402,7 +381,7 @@ def test_pruned_row_groups_write_what_a_full_read_writes(generated: dict[str, pd
     _land(generated, landing_dir, night, appended)
     for config in (full, pruned):
         job.run_dates(config, [night])
-    _same(full, pruned)
+    same_outputs(full, pruned)
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     reprocessed = set(runs["business_dates"].iloc[-1])
     # day 15 lost an id (moved to December) and gained one (from day 4); 12, 13, 14 changed too
@@ -421,20 +400,20 @@ def test_pruned_row_groups_write_what_a_full_read_writes(generated: dict[str, pd
     _land(generated, landing_dir, night, appended)
     for config in (full, pruned):
         job.run_dates(config, [night])
-    _same(full, pruned)
+    same_outputs(full, pruned)
 
     # night 20, then a re-run of an old date (counts after it reach back into it), then one plant
     night += dt.timedelta(days=1)
     _land(generated, landing_dir, night, appended)
     for config in (full, pruned):
         job.run_dates(config, [night])
-    _same(full, pruned)
+    same_outputs(full, pruned)
     for config in (full, pruned):
         job.run_dates(config, [dt.date(2026, 1, 9)])
-    _same(full, pruned)
+    same_outputs(full, pruned)
     for config in (full, pruned):
         job.run_dates(config, [night], plants=["P2"])
-    _same(full, pruned)
+    same_outputs(full, pruned)
 
 
 def test_only_the_chosen_row_groups_are_read_with_their_lines(tmp_path: Path) -> None:

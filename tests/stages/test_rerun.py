@@ -28,8 +28,9 @@ from pipeline.config import Config, Tolerances, load_config
 from pipeline.contract.inputs import INPUT_TABLES
 from pipeline.stages import rerun
 from pipeline.store.warehouse import Warehouse
-from tests.intake.test_landing import RUN_COLUMNS, START, _drop, generated  # noqa: F401  (a fixture)
+from tests.intake.test_landing import START, _drop, generated  # noqa: F401  (a fixture)
 from tests.store.test_objectstore import endpoint, landings  # noqa: F401  (fixtures)
+from tests.support.compare import RUN_COLUMNS
 
 NIGHT = START + dt.timedelta(days=15)  # the landing holds days 1..16; days 1..15 are backfilled
 COMPARED = ["consumption", "adjustments", "postings", "variance", "stock_exceptions", "bom_accuracy",
