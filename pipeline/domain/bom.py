@@ -34,6 +34,11 @@ class Explosion:
     errors: pd.DataFrame
 
 
+
+def has_fixed_lines(bom: pd.DataFrame) -> bool:
+    """Whether a (coerced) BOM table has a fixed-quantity line (`bom.fixed_qty`, issue 16.3)."""
+    return "fixed_qty" in bom.columns and bool(bom["fixed_qty"].fillna(False).astype(bool).any())
+
 def item_boundaries(lines: pd.DataFrame) -> pd.DataFrame:
     """Per (plant, item): every validity boundary of a line reachable from it through phantoms.
 

@@ -298,23 +298,48 @@ def survey(files: Mapping[str, list[tuple[str, Path]]], warehouse: Warehouse) ->
     fresh: set[str] = set()
     for table in DESCRIBED:
         for source, path in files.get(table, []):
-            with scan.reading(path):
-                stat = path.stat()
-            pieces = known.get(source, [])
-            entry = pieces[0] if pieces else None
-            if entry is not None and (entry["table"] != table or described_before_pieces(entry, path)):
-                entry = None
-            if entry is not None and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
-                entries.extend(pieces)
+            state = seen(table, source, path, known)
+            if state.why is None:
+                entries.extend(state.pieces)
                 continue
-            fingerprint = file_fingerprint(path)
-            if entry is not None and entry["fingerprint"] == fingerprint:
-                entries.extend({**p, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns} for p in pieces)  # touched
-                continue
-            entries.extend(describe_pieces(table, source, path, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                                           fingerprint=fingerprint, now=now))
+            entries.extend(describe_pieces(table, source, path, size=state.size, mtime_ns=state.mtime_ns,
+                                           fingerprint=state.fingerprint or file_fingerprint(path), now=now))
             fresh.add(source)
     return Manifest(entries=entries, fresh=fresh, replaces=names)
+
+
+@dataclass
+class Seen:
+    """What the manifest knows of a landing file as it is now. `why` is None when its recorded
+    pieces still hold (`pieces`, with the new size and mtime of a file only touched), else why it
+    must be described: "new", "before pieces" or "changed"."""
+
+    why: str | None
+    pieces: list[dict[str, object]]
+    size: int
+    mtime_ns: int
+    fingerprint: str | None  # of the bytes, when the size or mtime differ from the recorded ones
+    touched: bool = False
+
+
+def seen(table: str, source: str, path: Path, known: Mapping[str, list[dict[str, object]]]) -> Seen:
+    """Whether a file's recorded pieces (`load`) still hold: the same size and mtime, or the same
+    bytes (touched only); SourceError if it cannot be read."""
+    with scan.reading(path):
+        stat = path.stat()
+    pieces = known.get(source, [])
+    entry = pieces[0] if pieces else None
+    if entry is None or entry["table"] != table:
+        return Seen("new", [], stat.st_size, stat.st_mtime_ns, None)
+    if described_before_pieces(entry, path):
+        return Seen("before pieces", [], stat.st_size, stat.st_mtime_ns, None)
+    if entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+        return Seen(None, pieces, stat.st_size, stat.st_mtime_ns, None)
+    fingerprint = file_fingerprint(path)
+    if entry["fingerprint"] != fingerprint:
+        return Seen("changed", [], stat.st_size, stat.st_mtime_ns, fingerprint)
+    touched = [{**p, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns} for p in pieces]
+    return Seen(None, touched, stat.st_size, stat.st_mtime_ns, fingerprint, touched=True)
 
 
 def described_before_pieces(entry: Mapping[str, object], path: Path) -> bool:
@@ -336,7 +361,7 @@ def with_plants(files: Files, manifest: Manifest, plants: Sequence[str] | None) 
              | np.array([bool(wanted & set(p)) for p in frame["plants"]], dtype=bool))
     # a completion file of other plants may hold a newer version of an id of theirs (a correction
     # that moved it to another plant): it is opened too, and the scan keeps the rows of their ids
-    _close_completions(frame, holds, np.ones(len(frame), dtype=bool))
+    _close_completions(frame, holds)
     kept = set(frame.loc[holds, "source"].astype("str"))
     return {table: [(s, p) for s, p in listed if table not in DESCRIBED or s in kept]
             for table, listed in files.items()}
@@ -404,7 +429,7 @@ def choose(manifest: Manifest, files: Files, lo: pd.Timestamp, hi: pd.Timestamp,
     need = (frame["floating"].to_numpy(dtype=bool) | overlaps) & holds
     # a completion piece of other plants may hold a newer version of an id of theirs (a correction
     # that moved it to another plant): the closure looks at every piece, the scan keeps their ids' rows
-    _close_completions(frame, need, np.ones(len(frame), dtype=bool))
+    _close_completions(frame, need)
     _close_movements(frame, need, holds)
     reading = set(frame.loc[need, "source"])
     unread = frame[~need & holds]
@@ -429,15 +454,15 @@ def choose(manifest: Manifest, files: Files, lo: pd.Timestamp, hi: pd.Timestamp,
                   pieces_skipped={t: int((~need & in_table[t]).sum()) for t in FLOWS})
 
 
-def _close_completions(frame: pd.DataFrame, need: np.ndarray, holds: np.ndarray) -> None:
+def _close_completions(frame: pd.DataFrame, need: np.ndarray) -> None:
     """Add to `need` every completion file that may hold a version, as new as the oldest version of
     the files chosen so far, of an id of theirs: its id range meets theirs (ids ordered as strings).
 
     One pass: the rows that matter are those of the chosen files (which hold every row in the span);
     an id of an added file without a version in the span is dated outside it whatever its latest
-    version, so the added files' own ids need no closure of their own."""
-    mine = (frame["table"] == "completions").to_numpy(dtype=bool) & frame["min_id"].notna().to_numpy(dtype=bool) \
-        & holds
+    version, so the added files' own ids need no closure of their own. Files of any plant are looked
+    at: a correction may have moved an id of the plants read to another plant."""
+    mine = (frame["table"] == "completions").to_numpy(dtype=bool) & frame["min_id"].notna().to_numpy(dtype=bool)
     chosen = need & mine
     rest = np.flatnonzero(~need & mine)
     oldest = frame.loc[chosen, "min_version"].min()

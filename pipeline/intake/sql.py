@@ -23,7 +23,9 @@ from sqlalchemy.engine import URL, Connection, make_url
 
 from pipeline.config import SqlSource
 from pipeline.contract import schemas
+from pipeline.domain import bom
 from pipeline.errors import SourceError
+from pipeline.intake import coerce
 
 log = logging.getLogger("backflush.sql")
 
@@ -212,14 +214,10 @@ def _read_all(
     return raw
 
 
-def _has_fixed_lines(bom: list[tuple[str, pd.DataFrame]]) -> bool:
-    """Whether a BOM read raw has a line whose fixed_qty reads as true (as coercion would read it)."""
-    for _, frame in bom:
-        if "fixed_qty" in frame.columns:
-            text = frame["fixed_qty"].astype("str").str.strip().str.lower()
-            if text.isin(["true", "t", "1", "1.0", "yes", "y"]).any():
-                return True
-    return False
+def _has_fixed_lines(bom_files: list[tuple[str, pd.DataFrame]]) -> bool:
+    """Whether a BOM read raw has a line whose fixed_qty coerces to true."""
+    return any(bom.has_fixed_lines(frame.assign(fixed_qty=coerce.coerce_column(frame["fixed_qty"], "bool")))
+               for _, frame in bom_files if "fixed_qty" in frame.columns)
 
 
 def _select(

@@ -18,7 +18,7 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.contract import quarantine
 from pipeline.contract.inputs import Inputs
-from pipeline.domain import consumption, error_queue, late_data, stock_windows
+from pipeline.domain import bom, consumption, error_queue, late_data, stock_windows
 from pipeline.engine import workers as workers_
 from pipeline.intake import accept, landing, scan, spill
 from pipeline.intake import sql as sql_source
@@ -113,7 +113,7 @@ def _read_landing(config: Config, dates: Sequence[dt.date] | None, plants: list[
             loader = accept.InputLoader(tables, timezone_overrides=config.plant_timezones, movements_later=True)
             scope_plants = plants or list(config.plants) or None
             known = set(loader.zones["plant_id"]) | manifest.plants()
-            if (scope_plants is not None or known <= ran) and not _has_fixed_lines(loader):
+            if (scope_plants is not None or known <= ran) and not bom.has_fixed_lines(loader.bom):
                 lo, hi = landing.flow_span(config, dates, loader.stock_counts, scope_plants)
                 lo, hi = _releasable_span(warehouse, loader, scope_plants, lo, hi)
                 choice = landing.choose(manifest, files, lo, hi, plants)
@@ -137,13 +137,6 @@ def _read_landing(config: Config, dates: Sequence[dt.date] | None, plants: list[
     read.manifest = manifest
     read.files_read = {t: len(files[t]) for t in landing.FLOWS}
     return read
-
-
-def _has_fixed_lines(loader: accept.InputLoader) -> bool:
-    """Whether the BOM has a fixed-quantity line: an order's earlier completions, at any date, decide
-    which completion carries it (issue 16.3), so a read pruned to a flow span is not enough."""
-    bom = loader.bom
-    return "fixed_qty" in bom.columns and bool(bom["fixed_qty"].fillna(False).astype(bool).any())
 
 
 def _releasable_span(warehouse: Warehouse, loader: accept.InputLoader, plants: Sequence[str] | None,

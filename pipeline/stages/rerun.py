@@ -143,26 +143,17 @@ def _described(files: landing.Files, warehouse: Warehouse, out: Check) -> list[t
         out.notes.append(f"landing file(s) gone: {', '.join(sorted(set(known) - listed)[:3])}")
         return None
     described, entries, touched = [], [], False
+    notes = {"new": "new landing file {}", "before pieces": "landing file {} is described again, by row group",
+             "changed": "landing file {} changed"}
     for table in landing.DESCRIBED:
         for source, path in files.get(table, []):
-            pieces = known.get(source, [])
-            entry = pieces[0] if pieces else None
-            if entry is None or entry["table"] != table:
-                out.notes.append(f"new landing file {source}")
+            state = landing.seen(table, source, path, known)
+            if state.why is not None:
+                out.notes.append(notes[state.why].format(source))
                 return None
-            if landing.described_before_pieces(entry, path):
-                out.notes.append(f"landing file {source} is described again, by row group")
-                return None
-            with scan.reading(path):
-                stat = path.stat()
-            if entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
-                if landing.file_fingerprint(path) != entry["fingerprint"]:
-                    out.notes.append(f"landing file {source} changed")
-                    return None
-                pieces = [{**p, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns} for p in pieces]  # touched only
-                touched = True
-            entries.extend(pieces)
-            described.append((table, source, str(entry["fingerprint"])))
+            touched |= state.touched
+            entries.extend(state.pieces)
+            described.append((table, source, str(state.pieces[0]["fingerprint"])))
     if touched:
         out.touched = landing.Manifest(entries=entries, replaces=names)
     return described
