@@ -15,14 +15,11 @@ import pandas as pd
 import pytest
 
 from pipeline import job
-from tests.support.landing import config_for, make_landing, read, run, write_table
+from tests.support.landing import FG_AND_RM, config_for, make_landing, read, run, write_table
 
 P, L = "P1", "L1"
 KEY = ["plant_id", "business_date", "location_id", "item_id", "kind"]
-ITEMS = [
-    {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true", "uom_decimals": 0},
-    {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true", "uom_decimals": 3},
-]
+ITEMS = FG_AND_RM
 BOM = [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5}]
 # D = 5 March; D+1 = 6 March. 100 FG at 10:00 on each of these days (500 kg of RM each):
 PRODUCTION_DAYS = ["2026-02-26", "2026-02-27", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]

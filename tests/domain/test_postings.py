@@ -14,14 +14,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.support.landing import make_landing, read, run, write_table
+from tests.support.landing import FG_AND_RM, make_landing, read, run, write_table
 
 P, L = "P1", "L1"
 KEY = ["plant_id", "business_date", "location_id", "item_id", "kind"]
-ITEMS = [
-    {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true", "uom_decimals": 0},
-    {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true", "uom_decimals": 3},
-]
+ITEMS = FG_AND_RM
 BOM = [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 5}]
 COUNTS = [
     {"count_id": "K0", "plant_id": P, "location_id": L, "item_id": "RM", "counted_qty": 1000,

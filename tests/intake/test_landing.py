@@ -21,7 +21,7 @@ from pipeline.intake import landing, scan
 from pipeline.stages import read
 from pipeline.store.warehouse import Warehouse
 from pipeline.tools.generate import generate_landing
-from tests.support.compare import same_outputs
+from tests.support.compare import run_both, same_outputs
 
 START = dt.date(2026, 1, 1)
 DAYS = 24
@@ -110,9 +110,7 @@ def test_a_pruned_night_writes_what_a_full_read_writes(generated: Path, tmp_path
     # night 17: the day's files arrive
     night = START + dt.timedelta(days=FIRST_NIGHTS)
     _drop(generated, landing_dir, night)
-    for config in (full, pruned):
-        job.run_dates(config, [night])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night])
     result = read.read_inputs(pruned, [night])
     assert result.files_skipped["completions"] > 0 and result.files_skipped["movements"] > 0
 
@@ -120,9 +118,7 @@ def test_a_pruned_night_writes_what_a_full_read_writes(generated: Path, tmp_path
     night += dt.timedelta(days=1)
     _drop(generated, landing_dir, night)
     _late_files(generated, landing_dir, f"{_day(night)}T03:00:00Z")
-    for config in (full, pruned):
-        job.run_dates(config, [night])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night])
     # the id moved to day 3 is no longer produced on day 15: that day was reprocessed (late data)
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     assert dt.date(2026, 1, 15) in list(runs["business_dates"].iloc[-1])
@@ -136,21 +132,15 @@ def test_a_pruned_night_writes_what_a_full_read_writes(generated: Path, tmp_path
     rows = pq.read_table(old).to_pandas()
     rows.loc[rows.index[0], "qty"] = rows["qty"].iloc[0] + 3
     rows.to_parquet(old, index=False)
-    for config in (full, pruned):
-        job.run_dates(config, [night])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night])
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     assert dt.date(2026, 1, 16) in list(runs["business_dates"].iloc[-1])  # the changed file is late data
 
     # a re-run of an old date: counts after it exist, and their windows reach back into it
-    for config in (full, pruned):
-        job.run_dates(config, [dt.date(2026, 1, 9)])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [dt.date(2026, 1, 9)])
 
     # one plant (17.2): only its rows are read, and it writes what a full read of every plant writes
-    for config in (full, pruned):
-        job.run_dates(config, [night], plants=["P2"])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night], plants=["P2"])
 
 
 def test_a_manifest_describes_each_file_once_and_is_published_with_the_run(generated: Path, tmp_path: Path) -> None:
@@ -183,14 +173,9 @@ def test_a_file_that_cannot_be_read_fails_the_run_with_its_name(generated: Path,
 
 
 def test_hive_date_folders_are_read(tmp_path: Path) -> None:
-    from tests.support.landing import completion, make_landing, read, run
+    from tests.support.landing import FG_AND_RM, completion, make_landing, read, run
 
-    items = [
-        {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true",
-         "uom_decimals": 0},
-        {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true",
-         "uom_decimals": 3},
-    ]
+    items = FG_AND_RM
     landing_dir = make_landing(tmp_path, items=items, bom=[{"parent_item_id": "FG", "component_item_id": "RM",
                                                             "qty_per": 2}],
                                completions=[completion("C1", "FG", 4)])
@@ -226,14 +211,9 @@ def test_planning_knows_the_plants_and_zones_of_a_full_read_without_one(
 def test_a_plant_run_reads_only_that_plants_rows(tmp_path: Path) -> None:
     """--plant P2: rows of P1 are dropped in the scan; ' P2 ' is P2 once stripped, and a row without
     a plant is kept (every run quarantines it)."""
-    from tests.support.landing import completion, make_landing
+    from tests.support.landing import FG_AND_RM, completion, make_landing
 
-    items = [
-        {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true",
-         "uom_decimals": 0},
-        {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true",
-         "uom_decimals": 3},
-    ]
+    items = FG_AND_RM
     rows = [completion("C1", "FG", 4), completion("C2", "FG", 3, plant="P2"),
             completion("C3", "FG", 2, plant=" P2 "), completion("C4", "FG", 1, plant=""),
             completion("C5", "FG", 5, plant="P1")]
@@ -258,14 +238,9 @@ def test_a_plant_run_sees_a_correction_that_moved_its_completion_to_another_plan
     """C1 was made at P2 (file a.csv, P2 rows only); a later version, recorded the next day in a file
     of P1 rows only, says it was made at P1. A --plant P2 run must open that file too (the id is
     P2's), so C1 is no longer P2's: what a run of every plant says for P2."""
-    from tests.support.landing import completion, make_landing, write_table
+    from tests.support.landing import FG_AND_RM, completion, make_landing, write_table
 
-    items = [
-        {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true",
-         "uom_decimals": 0},
-        {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true",
-         "uom_decimals": 3},
-    ]
+    items = FG_AND_RM
     first = [{**completion("C1", "FG", 4, plant="P2"), "recorded_at": "2026-03-02T10:00:00Z"},
              {**completion("C2", "FG", 3, plant="P2"), "recorded_at": "2026-03-02T10:00:00Z"}]
     landing_dir = make_landing(tmp_path, items=items,

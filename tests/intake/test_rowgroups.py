@@ -24,8 +24,8 @@ from pipeline.contract import inputs, schemas
 from pipeline.intake import landing, scan
 from pipeline.store.warehouse import Warehouse
 from pipeline.tools.generate import generate_landing
-from tests.support.compare import same_outputs
-from tests.support.landing import make_landing
+from tests.support.compare import run_both, same_outputs
+from tests.support.landing import FG_AND_RM, make_landing
 
 
 def _config(root: Path, landing_dir: Path, prune: bool, **extra: object):  # type: ignore[no-untyped-def]
@@ -41,10 +41,7 @@ def _last_rows_read(config) -> dict[str, int]:  # type: ignore[no-untyped-def]
 
 # ------------------------------------------------------------------------------------ worked by hand
 
-ITEMS = [
-    {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true", "uom_decimals": 0},
-    {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true", "uom_decimals": 3},
-]
+ITEMS = FG_AND_RM
 BOM = [{"parent_item_id": "FG", "component_item_id": "RM", "qty_per": 2}]
 HISTORY = "completions/history.parquet"
 
@@ -355,9 +352,7 @@ def test_pruned_row_groups_write_what_a_full_read_writes(generated: dict[str, pd
     corrected = generated["noon"].assign(qty_good=generated["noon"]["qty_good"] + 1, recorded_at=recorded,
                                          _arrived=recorded)
     _land(generated, landing_dir, night, {"completions": corrected})
-    for config in (full, pruned):
-        job.run_dates(config, [night])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night])
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     assert dt.date(2026, 1, 10) in set(runs["business_dates"].iloc[-1])  # its quarantine rewritten too
     read, every = _last_rows_read(pruned), _last_rows_read(full)
@@ -379,9 +374,7 @@ def test_pruned_row_groups_write_what_a_full_read_writes(generated: dict[str, pd
         pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), folder / "late.parquet",
                        row_group_size=group_rows)
     _land(generated, landing_dir, night, appended)
-    for config in (full, pruned):
-        job.run_dates(config, [night])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night])
     runs = Warehouse(pruned.warehouse).read("runs").sort_values("started_at")
     reprocessed = set(runs["business_dates"].iloc[-1])
     # day 15 lost an id (moved to December) and gained one (from day 4); 12, 13, 14 changed too
@@ -398,22 +391,14 @@ def test_pruned_row_groups_write_what_a_full_read_writes(generated: dict[str, pd
     rows.loc[rows.index[0], "qty_good"] = rows["qty_good"].iloc[0] + 3
     pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), first, row_group_size=GROUP_ROWS)
     _land(generated, landing_dir, night, appended)
-    for config in (full, pruned):
-        job.run_dates(config, [night])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night])
 
     # night 20, then a re-run of an old date (counts after it reach back into it), then one plant
     night += dt.timedelta(days=1)
     _land(generated, landing_dir, night, appended)
-    for config in (full, pruned):
-        job.run_dates(config, [night])
-    same_outputs(full, pruned)
-    for config in (full, pruned):
-        job.run_dates(config, [dt.date(2026, 1, 9)])
-    same_outputs(full, pruned)
-    for config in (full, pruned):
-        job.run_dates(config, [night], plants=["P2"])
-    same_outputs(full, pruned)
+    run_both(full, pruned, [night])
+    run_both(full, pruned, [dt.date(2026, 1, 9)])
+    run_both(full, pruned, [night], plants=["P2"])
 
 
 def test_only_the_chosen_row_groups_are_read_with_their_lines(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ change makes it a full run that writes what a run without the short-circuit writ
 Every scenario runs side by side on two warehouses over the same landing: one with the
 short-circuit (`skip_unchanged_reruns = true`, the default) and one without (false: every run is
 a full run, the independent method). Outputs are compared row for row, less the columns that name
-the run that wrote a row or when (`tests.intake.test_landing.RUN_COLUMNS`). The landing stays at one path
+the run that wrote a row or when (`tests.support.compare.RUN_COLUMNS`). The landing stays at one path
 (the digest holds the landing's path): each test restores it in place from a pristine copy, with
 the files' mtimes.
 """
@@ -30,7 +30,7 @@ from pipeline.stages import rerun
 from pipeline.store.warehouse import Warehouse
 from tests.intake.test_landing import START, _drop, generated  # noqa: F401  (a fixture)
 from tests.store.test_objectstore import endpoint, landings  # noqa: F401  (fixtures)
-from tests.support.compare import RUN_COLUMNS
+from tests.support.compare import dataset_outputs
 
 NIGHT = START + dt.timedelta(days=15)  # the landing holds days 1..16; days 1..15 are backfilled
 COMPARED = ["consumption", "adjustments", "postings", "variance", "stock_exceptions", "bom_accuracy",
@@ -79,22 +79,12 @@ def _files(warehouse: Path) -> dict[str, bytes]:
     return {p.relative_to(warehouse).as_posix(): p.read_bytes() for p in sorted(warehouse.rglob("*")) if p.is_file()}
 
 
-def _outputs(config: Config, datasets: list[str] = COMPARED) -> dict[str, pd.DataFrame]:
-    warehouse = Warehouse(config.warehouse)
-    out = {}
-    for name in datasets:
-        frame = warehouse.read(name)
-        frame = frame.drop(columns=[c for c in frame.columns if c in RUN_COLUMNS])
-        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-    return out
-
-
 def _runs(config: Config) -> pd.DataFrame:
     return Warehouse(config.warehouse).read("runs").sort_values("finished_at").reset_index(drop=True)
 
 
 def _same(a: Config, b: Config) -> None:
-    left, right = _outputs(a), _outputs(b)
+    left, right = dataset_outputs(a, COMPARED), dataset_outputs(b, COMPARED)
     for name in COMPARED:
         pd.testing.assert_frame_equal(left[name], right[name], obj=name)
     # the runs of both record the same dates processed and the same inputs
@@ -149,7 +139,7 @@ def test_an_unchanged_rerun_stops_early_and_writes_only_its_runs_row(
     # a full run instead (no short-circuit) writes the same outputs: a re-run recomputes nothing new
     full_result = job.run_dates(full, [NIGHT])
     assert not _is_skip(full_result) and full_result.business_dates == [NIGHT]
-    left, right = _outputs(skip), _outputs(full)
+    left, right = dataset_outputs(skip, COMPARED), dataset_outputs(full, COMPARED)
     for name in COMPARED:
         pd.testing.assert_frame_equal(left[name], right[name], obj=name)
 
@@ -182,7 +172,7 @@ def test_a_touched_but_identical_file_still_stops_early_and_refreshes_the_manife
     assert entry["mtime_ns"].tolist() == [touched.stat().st_mtime_ns]
     assert job.run_dates(skip, [NIGHT]).unchanged_since == result.run_id  # not hashed again
     job.run_dates(full, [NIGHT])
-    left, right = _outputs(skip), _outputs(full)
+    left, right = dataset_outputs(skip, COMPARED), dataset_outputs(full, COMPARED)
     for name in COMPARED:
         pd.testing.assert_frame_equal(left[name], right[name], obj=name)
 

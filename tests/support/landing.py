@@ -12,6 +12,11 @@ from pipeline import job
 from pipeline.config import Config, load_config
 
 ITEM_COLUMNS = ["item_id", "uom", "standard_cost", "phantom", "backflush", "uom_decimals"]
+# the items of most hand-worked cases: a finished good counted in units, a raw material in kg (3 decimals)
+FG_AND_RM = [
+    {"item_id": "FG", "uom": "EA", "standard_cost": 10, "phantom": "false", "backflush": "true", "uom_decimals": 0},
+    {"item_id": "RM", "uom": "KG", "standard_cost": 3, "phantom": "false", "backflush": "true", "uom_decimals": 3},
+]
 
 
 def write_table(landing: Path, table: str, rows: Sequence[Mapping[str, object]], *, name: str = "part.csv",
